@@ -1,0 +1,106 @@
+"""Everything a run needs, as plain module globals.
+
+Edit the values below, or override any of them on the command line:
+
+    python train.py --dataset=att_faces --data_dir=data/att_faces --epochs=5
+
+Order of precedence: the globals below, then the preset of the chosen `dataset`
+(see PRESETS), then explicit `--key=value` overrides. To change a preset's value
+for good, edit its entry in PRESETS.
+"""
+
+# --- data -----------------------------------------------------------------------
+dataset = "digits"  # a key of PRESETS: digits (offline default), att_faces, ...
+data_dir = ""  # class-folder tree (a class = a folder that directly holds images)
+image_size = None  # (height, width) to resize every image to; None keeps the files' size
+downsample = 1  # keep every n-th pixel after resizing (seed 001's `size = 2`)
+channels = 1  # 1 = greyscale, 3 = RGB
+max_images_per_class = 0  # 0 = all; Fruits-360 uses 10 images per class
+
+# --- pairs and split --------------------------------------------------------------
+total_sample_size = 10000  # that many genuine AND that many impostor pairs (20,000 in all)
+split = "classes"  # "classes": train/val/test classes disjoint (one-shot on unseen classes)
+#                    "pairs": seed 001's random split of the pairs (classes shared)
+test_fraction = 0.25  # of the classes (split="classes") or of the pairs (split="pairs")
+val_fraction = 0.25  # of what remains after the test part, like Keras' validation_split
+
+# --- model ----------------------------------------------------------------------
+architecture = "att_faces"  # a key of siamese_network_funcs.ARCHITECTURES
+distance = "euclidean"  # output: Euclidean distance between the two embeddings
+loss = "contrastive"  # y*d^2 + (1-y)*max(margin-d, 0)^2, y = 1 for a genuine pair
+margin = 1.0  # contrastive margin; pairs with d < margin/2 count as "same"
+
+# --- optimisation -----------------------------------------------------------------
+optimizer = "rmsprop"  # rmsprop | adam | sgd
+learning_rate = 0.001
+epochs = 13
+batch_size = 128
+patience = 5  # early stopping on validation loss; the best weights are restored
+seed = 1337  # one seed drives the split, the pairs, shuffling and initialisation
+
+# --- evaluation (evaluate.py; train.py reports the same at the end) ----------------
+ways = 0  # N-way one-shot: 0 = 20 where the test split has >= 20 classes, else all
+trials = 400  # one-shot tasks, drawn with `seed`
+within_group = False  # draw each task's classes from one parent folder (Omniglot alphabet)
+
+# --- output -----------------------------------------------------------------------
+out_dir = "runs"  # every run gets a new folder inside: nothing is overwritten
+
+# Named recipes: each sets the values a dataset needs; `dataset` selects one.
+PRESETS = {
+    # scikit-learn's bundled 8x8 handwritten digits: runs offline in about a minute.
+    "digits": dict(
+        architecture="digits", channels=1, image_size=None, downsample=1,
+        total_sample_size=5000, test_fraction=0.3, val_fraction=0.3,
+        optimizer="adam", learning_rate=0.001, epochs=15, batch_size=128, patience=5,
+    ),
+    # Seed 001: AT&T/ORL faces s1..s40 (92x112 PGM), every 2nd pixel -> 56x46,
+    # conv 6 -> 12, Dense 128 -> 50, RMSprop, batch 128, 10,000 + 10,000 pairs.
+    "att_faces": dict(
+        data_dir="data/att_faces", architecture="att_faces", channels=1,
+        image_size=None, downsample=2, total_sample_size=10000,
+        test_fraction=0.25, val_fraction=0.25, optimizer="rmsprop",
+        learning_rate=0.001, epochs=60, batch_size=128, patience=8,
+    ),
+    # The same 40 people, fetched (once) by scikit-learn as 64x64 images.
+    "olivetti": dict(
+        data_dir="", architecture="att_faces", channels=1, image_size=None,
+        downsample=1, total_sample_size=10000, test_fraction=0.25, val_fraction=0.25,
+        optimizer="rmsprop", learning_rate=0.001, epochs=60, batch_size=128, patience=8,
+    ),
+    # Seed 000: PlantVillage class folders, 224 -> 112 px grey, conv 16-32-16,
+    # Dense 128 -> 50, RMSprop, batch 256, 20 epochs, early stopping patience 3.
+    "plantvillage": dict(
+        data_dir="data/PlantVillage", architecture="plantvillage", channels=1,
+        image_size=(224, 224), downsample=2, total_sample_size=10000,
+        test_fraction=0.15, val_fraction=0.2, optimizer="rmsprop",
+        learning_rate=0.001, epochs=20, batch_size=256, patience=3,
+    ),
+    # Seed 003: Fruits-360 Training folder, 100x100 RGB, 10 images per class,
+    # four conv layers, Adam.
+    "fruits360": dict(
+        data_dir="data/fruits-360/Training", architecture="fruits360", channels=3,
+        image_size=(100, 100), downsample=1, max_images_per_class=10,
+        total_sample_size=10000, test_fraction=0.2, val_fraction=0.2,
+        optimizer="adam", learning_rate=0.00006, epochs=30, batch_size=64, patience=5,
+    ),
+    # keras.io's siamese contrastive example: MNIST 28x28, fetched once by Keras.
+    "mnist": dict(
+        data_dir="", architecture="mnist", channels=1, image_size=None, downsample=1,
+        total_sample_size=30000, test_fraction=0.2, val_fraction=0.2,
+        optimizer="rmsprop", learning_rate=0.001, epochs=10, batch_size=16, patience=3,
+    ),
+    # Koch et al. 2015: Omniglot alphabet/character folders, 105x105 binary drawings.
+    "omniglot": dict(
+        data_dir="data/omniglot/images_background", architecture="omniglot",
+        channels=1, image_size=(52, 52), downsample=1, total_sample_size=30000,
+        test_fraction=0.2, val_fraction=0.2, optimizer="adam", learning_rate=0.001,
+        epochs=30, batch_size=128, patience=5,
+    ),
+    # Any class-folder tree of your own: point data_dir at it.
+    "folder": dict(
+        data_dir="", architecture="compact", channels=3, image_size=(64, 64),
+        downsample=1, total_sample_size=10000, test_fraction=0.2, val_fraction=0.2,
+        optimizer="adam", learning_rate=0.001, epochs=30, batch_size=128, patience=5,
+    ),
+}

@@ -1,0 +1,124 @@
+"""Resolve a run's settings: configs.py globals -> dataset preset -> --key=value overrides.
+
+Every value is checked here, once, so a typo fails at start-up with a message that
+names the setting and lists what is allowed, not deep inside TensorFlow.
+"""
+import ast
+
+import configs
+
+CHOICES = {
+    "dataset": tuple(configs.PRESETS),
+    "split": ("classes", "pairs"),
+    "distance": ("euclidean",),
+    "loss": ("contrastive",),
+    "optimizer": ("rmsprop", "adam", "sgd"),
+    "channels": (1, 3),
+}
+POSITIVE = ("total_sample_size", "epochs", "batch_size", "downsample", "margin",
+            "learning_rate", "trials")
+NON_NEGATIVE = ("patience", "seed", "max_images_per_class", "ways")
+FRACTIONS = ("test_fraction", "val_fraction")
+
+
+def defaults():
+    """The configs.py globals: every key a run accepts, with its default value."""
+    return {k: v for k, v in vars(configs).items()
+            if not k.startswith("_") and k != "PRESETS" and not callable(v)
+            and not isinstance(v, type(configs))}
+
+
+def _parse_value(key, text, default):
+    """Parse `text` as a Python literal when it is one, else keep it as a string."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if isinstance(default, str) and not isinstance(value, str):
+        value = text  # --data_dir=123 is still a path
+    return value
+
+
+def _check_type(key, value, default):
+    if key == "image_size":
+        ok = value is None or (isinstance(value, (tuple, list)) and len(value) == 2
+                               and all(isinstance(v, int) and v > 0 for v in value))
+        if not ok:
+            raise ValueError(f"image_size must be None or (height, width) with two "
+                             f"positive integers, e.g. --image_size=105,105; got {value!r}")
+        return tuple(value) if value is not None else None
+    if isinstance(default, bool) or isinstance(value, bool):
+        if type(value) is not type(default):
+            raise ValueError(f"{key} must be True or False; got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if type(value) is not type(default):
+        raise ValueError(f"{key} must be {type(default).__name__} "
+                         f"(like the default {default!r}); got {value!r}")
+    return value
+
+
+def validate(config):
+    """Raise ValueError naming the first setting that is out of range or not allowed."""
+    from siamese_network_funcs import ARCHITECTURES
+    for key, allowed in {**CHOICES, "architecture": tuple(ARCHITECTURES)}.items():
+        if config[key] not in allowed:
+            raise ValueError(f"{key}={config[key]!r} is not allowed; choose one of "
+                             f"{', '.join(map(str, allowed))}")
+    for key in POSITIVE:
+        if not config[key] > 0:
+            raise ValueError(f"{key} must be > 0; got {config[key]!r}")
+    for key in NON_NEGATIVE:
+        if config[key] < 0:
+            raise ValueError(f"{key} must be >= 0; got {config[key]!r}")
+    for key in FRACTIONS:
+        if not 0 < config[key] < 1:
+            raise ValueError(f"{key} must be between 0 and 1 (exclusive); "
+                             f"got {config[key]!r}")
+    return config
+
+
+def parse_args(argv):
+    """`--key=value` strings -> {key: value}, each key checked against configs.py."""
+    base = defaults()
+    parsed = {}
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"cannot read argument {arg!r}: write settings as "
+                             f"--key=value, e.g. --epochs=5")
+        key, text = arg[2:].split("=", 1)
+        _check_known(key, base)
+        parsed[key] = _parse_value(key, text, base[key])
+    return parsed
+
+
+def resolve(config, explicit):
+    """`config` updated with `explicit` settings, every value type- and range-checked."""
+    base = defaults()
+    for key in explicit:
+        _check_known(key, base)
+    config = {**config, **explicit}
+    for key in base:
+        config[key] = _check_type(key, config.get(key, base[key]), base[key])
+    return validate(config)
+
+
+def get_config(argv=(), **overrides):
+    """Resolve the settings from `--key=value` strings and/or keyword overrides.
+
+    The preset of the chosen dataset applies first, then the explicit overrides,
+    so `--dataset=att_faces --epochs=5` is the AT&T recipe with five epochs.
+    """
+    explicit = {**parse_args(argv), **overrides}
+    dataset = explicit.get("dataset", configs.dataset)
+    if dataset not in configs.PRESETS:
+        raise ValueError(f"dataset={dataset!r} is not allowed; choose one of "
+                         f"{', '.join(configs.PRESETS)}")
+    return resolve({**defaults(), **configs.PRESETS[dataset]}, explicit)
+
+
+def _check_known(key, base):
+    if key not in base:
+        raise ValueError(f"unknown setting {key!r}. Valid settings: "
+                         f"{', '.join(sorted(base))} (see configs.py)")

@@ -1,0 +1,165 @@
+"""Evaluate a trained run: verification with a calibrated threshold, and N-way one-shot
+accuracy on classes the network never saw, beside chance and raw-pixel baselines.
+
+    python evaluate.py --run_dir=runs/att_faces-20261125-101500
+    python evaluate.py --run_dir=RUN --ways=10 --trials=1000
+    python evaluate.py --run_dir=RUN --data_dir=OTHER   # every class of OTHER is unseen
+
+Writes evaluation.json and roc.png, distance_hist.png, oneshot_curve.png,
+oneshot_examples.png and embeddings.png into the run folder (or --report_dir).
+"""
+import os
+import sys
+
+import numpy as np
+
+import metrics
+import plots
+import prepare_data
+import runs
+from configurator import parse_args, resolve
+
+# Settings that change what is evaluated, not what was trained.
+EVALUATION_KEYS = ("data_dir", "ways", "trials", "within_group", "seed", "dataset",
+                   "total_sample_size", "test_fraction", "val_fraction", "split")
+
+
+def default_ways(n_classes):
+    """Koch's 20-way where there are 20 classes to draw from, else all of them."""
+    return min(20, n_classes)
+
+
+def oneshot(embeddings, imageset, class_ids, ways, trials, seed, within_group):
+    """N-way one-shot accuracy of the model and of pixel nearest neighbour, same tasks."""
+    rng = np.random.default_rng(seed)
+    groups = imageset.groups if within_group else None
+    tasks = metrics.make_oneshot_trials(imageset.labels, class_ids, ways, trials, rng,
+                                        groups)
+    pixels = imageset.images.reshape(len(imageset.images), -1).astype(np.float32)
+    return (metrics.oneshot_accuracy(embeddings, *tasks),
+            metrics.oneshot_accuracy(pixels, *tasks), tasks)
+
+
+def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
+             report_dir=None):
+    """Score `embeddings` (of every image in `imageset`) on `splits` and write evaluation.json and the plots.
+
+    The verification threshold is the one with the best accuracy on the validation
+    pairs; with no validation pairs (another folder) the run's calibrated `threshold`
+    is used. Returns the results dict.
+    """
+    report_dir = report_dir or run_dir
+    test_pairs, test_labels = splits.test
+    test_d = metrics.pair_distances(embeddings, test_pairs)
+    fixed = config["margin"] / 2
+    results = {"split": config["split"], "data_dir": config["data_dir"],
+               "fixed_threshold": fixed, "n_test_pairs": int(len(test_labels))}
+    if len(splits.val[1]):
+        val_d = metrics.pair_distances(embeddings, splits.val[0])
+        threshold, val_accuracy = metrics.best_threshold(val_d, splits.val[1])
+        results["val_pair_accuracy"] = val_accuracy
+        results["eer_threshold"] = metrics.roc(val_d, splits.val[1])[5]
+        results["threshold_source"] = "best accuracy on the validation pairs"
+    else:
+        results["threshold_source"] = "the trained run's calibrated threshold"
+    results["threshold"] = threshold
+    fpr, tpr, _, auc, eer, _ = metrics.roc(test_d, test_labels)
+    results.update(
+        test_pair_accuracy=metrics.pair_accuracy(test_d, test_labels, threshold),
+        test_pair_accuracy_fixed_threshold=metrics.pair_accuracy(test_d, test_labels,
+                                                                 fixed),
+        roc_auc=auc, eer=eer)
+
+    test_classes = splits.class_split["test"]
+    ways = config["ways"] or default_ways(len(test_classes))
+    model_acc, pixel_acc, tasks = oneshot(embeddings, imageset, test_classes, ways,
+                                          config["trials"], config["seed"],
+                                          config["within_group"])
+    results.update(oneshot_accuracy=model_acc, pixel_nn_oneshot_accuracy=pixel_acc,
+                   chance=1.0 / ways, ways=ways, trials=config["trials"],
+                   within_group=config["within_group"],
+                   test_classes=[imageset.class_names[c] for c in test_classes])
+    curve = {"ways": [], "model": [], "pixel_nn": []}
+    for n in sorted(set(np.linspace(2, ways, num=min(ways - 1, 10)).astype(int))):
+        model_n, pixel_n, _ = oneshot(embeddings, imageset, test_classes, n,
+                                      config["trials"], config["seed"],
+                                      config["within_group"])
+        curve["ways"].append(int(n))
+        curve["model"].append(model_n)
+        curve["pixel_nn"].append(pixel_n)
+    results["oneshot_curve"] = curve
+
+    os.makedirs(report_dir, exist_ok=True)
+    plots.plot_roc(fpr, tpr, auc, eer, os.path.join(report_dir, "roc.png"))
+    plots.plot_distance_hist(test_d, test_labels, threshold,
+                             os.path.join(report_dir, "distance_hist.png"))
+    plots.plot_oneshot_curve(curve, os.path.join(report_dir, "oneshot_curve.png"))
+    plots.plot_oneshot_examples(imageset, embeddings, tasks,
+                                os.path.join(report_dir, "oneshot_examples.png"))
+    test_images = np.isin(imageset.labels, test_classes)
+    plots.plot_embeddings(embeddings[test_images], imageset.labels[test_images],
+                          imageset.class_names, os.path.join(report_dir, "embeddings.png"))
+    runs.write_json(os.path.join(report_dir, "evaluation.json"), results)
+    print_report(results)
+    return results
+
+
+def print_report(results):
+    unseen = ("classes never seen in training" if results["split"] == "classes"
+              else "classes also used in training (split=pairs)")
+    print(f"evaluation on {len(results['test_classes'])} {unseen}:")
+    print(f"  verification: {results['test_pair_accuracy']:.4f} accuracy on "
+          f"{results['n_test_pairs']} test pairs at threshold {results['threshold']:.4f} "
+          f"({results['threshold_source']}); "
+          f"{results['test_pair_accuracy_fixed_threshold']:.4f} at the fixed "
+          f"{results['fixed_threshold']:g}; ROC AUC {results['roc_auc']:.4f}, "
+          f"EER {results['eer']:.4f}")
+    group = ", candidates within one group" if results["within_group"] else ""
+    print(f"  {results['ways']}-way one-shot over {results['trials']} trials{group}: "
+          f"model {results['oneshot_accuracy']:.4f} | pixel nearest neighbour "
+          f"{results['pixel_nn_oneshot_accuracy']:.4f} | chance {results['chance']:.4f}")
+
+
+def evaluate_run(run_dir, overrides, report_dir=None):
+    """Reload a run folder and evaluate it, optionally on another data_dir."""
+    saved = runs.read_config(run_dir)
+    config = resolve(saved, overrides)
+    _, base = runs.load_models(run_dir)
+    trained = runs.read_json(os.path.join(run_dir, "evaluation.json"), default={})
+    if config["data_dir"] != saved["data_dir"]:
+        # Another folder: every class is unseen; verification pairs among all of them.
+        imageset = prepare_data.load_folder(config["data_dir"], config["image_size"],
+                                            config["downsample"], config["channels"],
+                                            config["max_images_per_class"])
+        splits = prepare_data.unseen_splits(imageset, config)
+        config["split"] = "classes"
+    else:
+        imageset = prepare_data.load_dataset(config)
+        splits = prepare_data.build_splits(imageset, config)
+    return evaluate(run_dir, config, imageset, splits, metrics.embed(base, imageset.images),
+                    threshold=trained.get("threshold", config["margin"] / 2),
+                    report_dir=report_dir)
+
+
+def main(argv):
+    try:
+        options = parse_args([a for a in argv if not a.startswith(("--run_dir=",
+                                                                   "--report_dir="))])
+        named = dict(a[2:].split("=", 1) for a in argv
+                     if a.startswith(("--run_dir=", "--report_dir=")))
+        if "run_dir" not in named:
+            raise ValueError("say which run to evaluate: --run_dir=runs/<run folder>")
+        unknown = set(options) - set(EVALUATION_KEYS)
+        if unknown:
+            raise ValueError(f"{', '.join(sorted(unknown))} cannot change after "
+                             f"training; evaluate.py accepts --run_dir, --report_dir and "
+                             f"{', '.join('--' + k for k in EVALUATION_KEYS)}")
+        evaluate_run(named["run_dir"], options, named.get("report_dir"))
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,113 @@
+"""Scoring pairs from embeddings: every distinct image is embedded once, then pairs are
+compared in NumPy, so scoring thousands of pairs never reruns the network per pair."""
+import numpy as np
+
+
+def embed(base, images, batch_size=256):
+    """Embeddings (N, D) of uint8 images (N, H, W, C) through the base network."""
+    return base.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+
+
+def pair_distances(embeddings, pairs):
+    """Euclidean distance of each index pair (P, 2) -> (P,), as the distance layer."""
+    difference = embeddings[pairs[:, 0]] - embeddings[pairs[:, 1]]
+    return np.sqrt(np.maximum(np.sum(difference ** 2, axis=1), 1e-7))
+
+
+def pair_accuracy(distances, labels, threshold):
+    """Share of pairs judged right when "same" (1) means distance < threshold."""
+    predicted_same = (np.asarray(distances) < threshold).astype(np.float32)
+    return float(np.mean(predicted_same == np.asarray(labels)))
+
+
+# --- verification: thresholds and ROC ---------------------------------------------------
+
+def best_threshold(distances, labels):
+    """The distance threshold with the highest pair accuracy ("same" = d < threshold).
+
+    Candidates are midpoints between consecutive sorted distances (plus both ends), so
+    the answer is exact for the given pairs. Returns (threshold, accuracy).
+    """
+    distances = np.asarray(distances, np.float64)
+    labels = np.asarray(labels)
+    order = np.argsort(distances, kind="stable")
+    sorted_d, sorted_y = distances[order], labels[order]
+    # Threshold just above sorted_d[k]: pairs 0..k say "same", the rest "different".
+    genuine_below = np.concatenate([[0], np.cumsum(sorted_y == 1)])
+    impostor_above = np.sum(sorted_y == 0) - np.concatenate([[0],
+                                                             np.cumsum(sorted_y == 0)])
+    correct = genuine_below + impostor_above  # for k = 0..P pairs judged "same"
+    # Only cut between distinct distances: equal distances must fall on one side.
+    cut_ok = np.concatenate([[True], sorted_d[1:] > sorted_d[:-1], [True]])
+    correct = np.where(cut_ok, correct, -1)
+    k = int(np.argmax(correct))
+    if k == 0:
+        threshold = sorted_d[0] - 1e-6 if len(sorted_d) else 0.0
+    elif k == len(sorted_d):
+        threshold = sorted_d[-1] + 1e-6
+    else:
+        threshold = (sorted_d[k - 1] + sorted_d[k]) / 2
+    return float(threshold), float(correct[k] / max(len(labels), 1))
+
+
+def roc(distances, labels):
+    """ROC of "same" scored by -distance: (fpr, tpr, thresholds as distances, auc, eer,
+    eer_threshold). The equal error rate is where false accepts = false rejects."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    scores = -np.asarray(distances, np.float64)
+    fpr, tpr, score_thresholds = roc_curve(labels, scores)
+    auc = float(roc_auc_score(labels, scores))
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    eer = float((fpr[i] + fnr[i]) / 2)
+    eer_threshold = float(-score_thresholds[i]) if np.isfinite(score_thresholds[i]) \
+        else float(np.max(distances))
+    return fpr, tpr, -score_thresholds, auc, eer, eer_threshold
+
+
+# --- N-way one-shot (Koch et al. 2015) --------------------------------------------------
+
+def make_oneshot_trials(labels, class_ids, ways, trials, rng, groups=None):
+    """`trials` N-way one-shot tasks among `class_ids`.
+
+    Each task has a query image and `ways` candidates: another image of the query's
+    class (the answer) and one image of each of ways-1 other classes. With `groups`
+    (the class's parent folder, e.g. the Omniglot alphabet) every task draws its
+    classes from one group, as in Koch's within-alphabet protocol.
+    Returns queries (T,), candidates (T, ways) and answers (T,): the answer's column.
+    """
+    class_ids = np.asarray(class_ids)
+    members = {c: np.flatnonzero(labels == c) for c in class_ids}
+    all_pools = {}
+    for c in class_ids:
+        all_pools.setdefault(groups[c] if groups is not None else "", []).append(c)
+    pools = {k: np.asarray(v) for k, v in all_pools.items() if len(v) >= ways}
+    if not pools:
+        where = "one group" if groups is not None else "the evaluation classes"
+        largest = max(len(v) for v in all_pools.values())
+        raise ValueError(f"{ways}-way one-shot needs {ways} classes in {where}, but "
+                         f"there are only {largest}: use --ways={largest} or fewer")
+    keys = sorted(pools)
+    queries = np.empty(trials, np.int64)
+    candidates = np.empty((trials, ways), np.int64)
+    answers = rng.integers(0, ways, trials)
+    for t in range(trials):
+        pool = pools[keys[rng.integers(len(keys))]]
+        eligible = [c for c in pool if len(members[c]) >= 2]
+        if not eligible:
+            raise ValueError("no class has two images, so no one-shot task can be drawn")
+        target = eligible[rng.integers(len(eligible))]
+        others = rng.choice(pool[pool != target], ways - 1, replace=False)
+        query, positive = rng.choice(members[target], 2, replace=False)
+        row = [members[c][rng.integers(len(members[c]))] for c in others]
+        row.insert(answers[t], positive)
+        queries[t], candidates[t] = query, row
+    return queries, candidates, answers
+
+
+def oneshot_accuracy(embeddings, queries, candidates, answers):
+    """Share of tasks whose nearest candidate (Euclidean) is the query's class."""
+    query_vectors = embeddings[queries][:, None, :]
+    distances = np.sum((embeddings[candidates] - query_vectors) ** 2, axis=-1)
+    return float(np.mean(np.argmin(distances, axis=1) == answers))

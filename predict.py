@@ -1,0 +1,140 @@
+"""Use a trained network without retraining: verify two images, or identify a person
+from a gallery where each person is a folder of one or more photos.
+
+    python predict.py verify RUN IMG_A IMG_B
+    python predict.py identify RUN --gallery=DIR QUERY [QUERY ...] [--top_k=3]
+
+Enrolling someone new = adding a folder to the gallery. Gallery embeddings are cached
+in DIR/.siamese-cache-<model>.npz and refreshed for the files that changed.
+
+From Python:
+
+    from predict import Matcher
+    matcher = Matcher("runs/att_faces-20261125-101500")
+    matcher.verify("a.pgm", "b.pgm")        # {"distance": .., "threshold": .., "same": ..}
+    matcher.identify(["q.pgm"], "gallery/")  # [{"query": .., "match": .., "top": [..]}]
+"""
+import argparse
+import hashlib
+import os
+import sys
+import warnings
+
+import numpy as np
+
+import prepare_data
+import runs
+
+
+class Matcher:
+    """A trained run's embedding network, preprocessing and calibrated threshold."""
+
+    def __init__(self, run_dir):
+        self.config = runs.read_config(run_dir)
+        _, self.base = runs.load_models(run_dir)
+        evaluation = runs.read_json(os.path.join(run_dir, "evaluation.json"), default={})
+        self.threshold = float(evaluation.get("threshold", self.config["margin"] / 2))
+        with open(os.path.join(run_dir, "embedding.keras"), "rb") as handle:
+            self.model_id = hashlib.sha1(handle.read()).hexdigest()[:12]
+
+    def load(self, path):
+        """One image file preprocessed exactly as in training, whatever its size or mode."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image {path!r} does not exist")
+        size = self.config.get("image_size") or self.config["source_size"]
+        return prepare_data.load_image(path, tuple(size), self.config["downsample"],
+                                       self.config["channels"])
+
+    def embed_files(self, paths):
+        if not paths:
+            return np.zeros((0, self.base.output_shape[-1]), np.float32)
+        images = np.stack([self.load(p) for p in paths]).astype(np.float32)
+        return np.asarray(self.base(images, training=False))
+
+    def verify(self, path_a, path_b):
+        """Distance between two images and the decision at the calibrated threshold."""
+        a, b = self.embed_files([path_a, path_b])
+        distance = float(np.linalg.norm(a - b))
+        return {"distance": distance, "threshold": self.threshold,
+                "same": distance < self.threshold}
+
+    def gallery(self, gallery_dir):
+        """(embeddings, class per image, paths) of a gallery folder, from the cache
+        where the files are unchanged."""
+        classes = prepare_data.scan_class_folders(gallery_dir)
+        paths = [p for _, files in classes for p in files]
+        owners = [name for name, files in classes for _ in files]
+        stamps = [_stamp(p) for p in paths]
+        cache = os.path.join(gallery_dir, f".siamese-cache-{self.model_id}.npz")
+        known = {}
+        if os.path.isfile(cache):
+            with np.load(cache, allow_pickle=False) as saved:
+                known = dict(zip(saved["stamps"].tolist(), saved["embeddings"]))
+        missing = [p for p, s in zip(paths, stamps) if s not in known]
+        for path, vector in zip(missing, self.embed_files(missing)):
+            known[_stamp(path)] = vector
+        embeddings = np.stack([known[s] for s in stamps])
+        if missing or len(known) != len(stamps):
+            try:
+                runs.atomic_write(cache, lambda tmp: np.savez(
+                    tmp, stamps=np.asarray(stamps), embeddings=embeddings))
+            except OSError as error:
+                warnings.warn(f"could not write the gallery cache {cache}: {error}")
+        return embeddings, owners, paths
+
+    def identify(self, query_paths, gallery_dir, top_k=3):
+        """For each query: the top_k gallery classes by their nearest image, and the
+        best one as `match`, or "unknown" when even it is beyond the threshold."""
+        embeddings, owners, _ = self.gallery(gallery_dir)
+        owners = np.asarray(owners)
+        names = list(dict.fromkeys(owners))
+        results = []
+        for path, query in zip(query_paths, self.embed_files(list(query_paths))):
+            distances = np.linalg.norm(embeddings - query, axis=1)
+            per_class = [(name, float(distances[owners == name].min())) for name in names]
+            top = sorted(per_class, key=lambda item: item[1])[:top_k]
+            match = top[0][0] if top[0][1] < self.threshold else "unknown"
+            results.append({"query": path, "match": match, "top": top})
+        return results
+
+
+def _stamp(path):
+    """What identifies a file's content for the cache: its path, size and change time."""
+    info = os.stat(path)
+    return f"{os.path.abspath(path)}|{info.st_size}|{info.st_mtime_ns}"
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser("verify", help="are two images of the same class?")
+    verify.add_argument("run_dir")
+    verify.add_argument("image_a")
+    verify.add_argument("image_b")
+    identify = commands.add_parser("identify", help="whose images are these?")
+    identify.add_argument("run_dir")
+    identify.add_argument("queries", nargs="+")
+    identify.add_argument("--gallery", required=True,
+                          help="folder with one sub-folder of images per person/class")
+    identify.add_argument("--top_k", type=int, default=3)
+    args = parser.parse_args(argv)
+    try:
+        matcher = Matcher(args.run_dir)
+        if args.command == "verify":
+            result = matcher.verify(args.image_a, args.image_b)
+            decision = "same" if result["same"] else "different"
+            print(f"{decision}: distance {result['distance']:.4f} "
+                  f"(threshold {result['threshold']:.4f})")
+        else:
+            for result in matcher.identify(args.queries, args.gallery, args.top_k):
+                ranked = ", ".join(f"{name} {d:.4f}" for name, d in result["top"])
+                print(f"{result['query']}: {result['match']}  (nearest: {ranked}; "
+                      f"threshold {matcher.threshold:.4f})")
+    except (ValueError, FileNotFoundError, PermissionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

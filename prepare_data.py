@@ -1,0 +1,317 @@
+"""Images in, balanced labelled pairs out.
+
+Every image is read once into one uint8 array (N, H, W, C); a pair is two row indices
+into it, with label 1 = genuine (same class) and 0 = impostor (different classes).
+Training gathers the pixels of a batch's pairs on the fly (`pair_dataset`), so memory
+does not grow with the number of pairs.
+"""
+import os
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff",
+                    ".webp", ".ppm", ".pbm")
+GENUINE, IMPOSTOR = 1, 0
+
+
+@dataclass
+class ImageSet:
+    """All images of a dataset, each stored once."""
+    images: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray  # int32 (N,): index into class_names
+    class_names: list  # e.g. ["s1", "s2", ...] or ["Greek/character01", ...]
+    groups: list  # per class: its parent folder (the Omniglot alphabet), "" at the top
+    paths: list  # per image: its file, or "" for bundled datasets
+    source_size: tuple  # (height, width) before `downsample`: new images are resized to it
+
+
+def _natural_key(text):
+    """Sort s2 before s10."""
+    return [int(part) if part.isdigit() else part.lower()
+            for part in re.split(r"(\d+)", text)]
+
+
+def is_image_file(name):
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def scan_class_folders(data_dir):
+    """Find the classes under `data_dir`: every folder that directly holds images.
+
+    Folders may nest (Omniglot: alphabet/character/*.png); a class is named by its
+    path relative to `data_dir`. Returns [(class_name, [image paths])], naturally sorted.
+    """
+    if not data_dir:
+        raise ValueError("data_dir is empty: set it to a folder of class folders, e.g. "
+                         "--data_dir=data/att_faces (holding s1/, s2/, ...)")
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"data_dir {data_dir!r} does not exist: download the dataset there or pass "
+            f"--data_dir=PATH to a folder that holds one sub-folder per class")
+    classes = []
+    for root, dirs, files in os.walk(data_dir):
+        dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=_natural_key)
+        images = sorted((f for f in files if is_image_file(f)), key=_natural_key)
+        if images and os.path.abspath(root) != os.path.abspath(data_dir):
+            name = os.path.relpath(root, data_dir).replace(os.sep, "/")
+            classes.append((name, [os.path.join(root, f) for f in images]))
+    if not classes:
+        raise ValueError(
+            f"no class folders found in {data_dir!r}: expected one sub-folder per class "
+            f"holding its images (e.g. {data_dir}/s1/1.pgm, {data_dir}/s2/1.pgm)")
+    classes.sort(key=lambda c: _natural_key(c[0]))
+    return classes
+
+
+def load_image(path, image_size=None, downsample=1, channels=1):
+    """Read one image file as uint8 (H, W, C), preprocessed exactly as in training.
+
+    EXIF rotation is applied, any mode (palette, RGBA, 16-bit, 1-bit) becomes grey or
+    RGB, then the image is resized to `image_size` (height, width) if given and every
+    `downsample`-th pixel is kept.
+    """
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # Pillow's convert("L") clips 16-bit values; rescale to 8 bits instead.
+            wide = np.asarray(image, dtype=np.float64)
+            top = wide.max() if wide.max() > 0 else 1.0
+            image = Image.fromarray((wide * (255.0 / top)).astype(np.uint8))
+        image = image.convert("L" if channels == 1 else "RGB")
+        if image_size is not None:
+            height, width = image_size
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return array[::downsample, ::downsample]
+
+
+def load_folder(data_dir, image_size=None, downsample=1, channels=1,
+                max_images_per_class=0):
+    """Load a class-folder tree into an ImageSet (unreadable files are skipped, named)."""
+    images, labels, paths, class_names, groups = [], [], [], [], []
+    for name, files in scan_class_folders(data_dir):
+        if max_images_per_class:
+            files = files[:max_images_per_class]
+        loaded = []
+        for path in files:
+            try:
+                loaded.append((path, load_image(path, image_size, downsample, channels)))
+            except (UnidentifiedImageError, OSError, ValueError) as error:
+                warnings.warn(f"skipping unreadable image {path}: {error}")
+        if not loaded:
+            continue
+        label = len(class_names)
+        class_names.append(name)
+        groups.append(name.rsplit("/", 1)[0] if "/" in name else "")
+        for path, array in loaded:
+            images.append(array)
+            labels.append(label)
+            paths.append(path)
+    if not images:
+        raise ValueError(f"no readable images in {data_dir!r}: check the files' formats "
+                         f"({', '.join(IMAGE_EXTENSIONS)})")
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        example = sorted(shapes)[:3]
+        raise ValueError(
+            f"images in {data_dir!r} have different sizes {example}: set image_size, "
+            f"e.g. --image_size=105,105, so that every image is resized to one size")
+    if image_size is None:
+        with Image.open(paths[0]) as first:
+            width, height = ImageOps.exif_transpose(first).size
+            image_size = (height, width)
+    return ImageSet(np.stack(images), np.asarray(labels, np.int32), class_names,
+                    groups, paths, tuple(image_size))
+
+
+def _from_arrays(images, labels, downsample=1):
+    """An ImageSet from bundled in-memory arrays (uint8 (N, H, W) and int labels)."""
+    images = np.asarray(images, dtype=np.uint8)
+    source_size = images.shape[1:3]
+    names = [str(c) for c in np.unique(labels)]
+    index = {c: i for i, c in enumerate(np.unique(labels))}
+    labels = np.asarray([index[c] for c in labels], np.int32)
+    return ImageSet(images[:, ::downsample, ::downsample, None], labels, names,
+                    [""] * len(names), [""] * len(labels), tuple(source_size))
+
+
+def load_digits():
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    digits = sklearn_digits()
+    return _from_arrays(np.round(digits.images * (255.0 / 16.0)), digits.target)
+
+
+def load_olivetti(downsample=1):
+    """The 40 AT&T people at 64x64, fetched once by scikit-learn and cached."""
+    from sklearn.datasets import fetch_olivetti_faces
+    try:
+        faces = fetch_olivetti_faces()
+    except OSError as error:  # URLError is an OSError
+        raise RuntimeError(
+            f"could not download the Olivetti faces ({error}). Offline, use "
+            f"--dataset=att_faces --data_dir=PATH with the AT&T folders s1..s40, or "
+            f"--dataset=digits, which needs no download") from error
+    people = [f"s{label + 1}" for label in faces.target]
+    imageset = _from_arrays(np.round(faces.images * 255.0), faces.target, downsample)
+    imageset.class_names = sorted(set(people), key=_natural_key)
+    return imageset
+
+
+def load_mnist(downsample=1):
+    """MNIST 28x28 (70,000 images), fetched once by Keras and cached."""
+    import tf_setup  # noqa: F401  (quiet TensorFlow before Keras imports it)
+    import keras
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    except Exception as error:  # Keras raises a plain Exception on a failed download
+        raise RuntimeError(
+            f"could not download MNIST ({error}). Offline, use --dataset=digits, which "
+            f"needs no download") from error
+    return _from_arrays(np.concatenate([x_train, x_test]),
+                        np.concatenate([y_train, y_test]), downsample)
+
+
+def load_dataset(config):
+    """The ImageSet a config asks for."""
+    name = config["dataset"]
+    if name == "digits":
+        return load_digits()
+    if name == "olivetti":
+        return load_olivetti(config["downsample"])
+    if name == "mnist":
+        return load_mnist(config["downsample"])
+    return load_folder(config["data_dir"], config["image_size"], config["downsample"],
+                       config["channels"], config["max_images_per_class"])
+
+
+# --- splits and pairs ------------------------------------------------------------------
+
+def split_classes(n_classes, test_fraction, val_fraction, rng):
+    """Shuffle class ids into disjoint (train, val, test) arrays of at least 2 each."""
+    n_test = max(2, int(round(n_classes * test_fraction)))
+    n_val = max(2, int(round((n_classes - n_test) * val_fraction)))
+    if n_classes - n_test - n_val < 2:
+        raise ValueError(
+            f"{n_classes} classes are too few for test_fraction={test_fraction} and "
+            f"val_fraction={val_fraction}: each part needs at least 2 classes. Use "
+            f"--split=pairs or a dataset with at least 6 classes")
+    order = rng.permutation(n_classes)
+    return (np.sort(order[n_test + n_val:]), np.sort(order[n_test:n_test + n_val]),
+            np.sort(order[:n_test]))
+
+
+def make_pairs(labels, class_ids, n_genuine, n_impostor, rng):
+    """Draw balanced pairs among the images of `class_ids`.
+
+    Genuine pairs cycle through the classes in turn (as seed 001 draws the same number
+    per person), each two different images of one class; impostor pairs take two
+    different classes at random. Returns pairs int32 (P, 2) and labels float32 (P,)
+    with 1 = genuine, 0 = impostor, shuffled.
+    """
+    members = [np.flatnonzero(labels == c) for c in class_ids]
+    usable = [m for m in members if len(m) >= 2]
+    if n_genuine and not usable:
+        raise ValueError("no class has two images, so no genuine pair can be drawn")
+    if n_impostor and len(members) < 2:
+        raise ValueError("impostor pairs need at least two classes")
+
+    sizes = np.array([len(m) for m in usable])
+    which = np.resize(rng.permutation(len(usable)), n_genuine)
+    first = rng.integers(0, sizes[which])
+    second = (first + rng.integers(1, sizes[which])) % sizes[which]  # never itself
+    genuine = np.stack([[usable[w][i] for w, i in zip(which, first)],
+                        [usable[w][j] for w, j in zip(which, second)]], axis=1)
+
+    n = len(members)
+    class_a = rng.integers(0, n, n_impostor)
+    class_b = (class_a + rng.integers(1, n, n_impostor)) % n  # always another class
+    impostor = np.stack([[members[c][rng.integers(len(members[c]))] for c in class_a],
+                         [members[c][rng.integers(len(members[c]))] for c in class_b]],
+                        axis=1)
+
+    pairs = np.concatenate([genuine.reshape(-1, 2), impostor.reshape(-1, 2)])
+    y = np.concatenate([np.full(n_genuine, GENUINE), np.full(n_impostor, IMPOSTOR)])
+    order = rng.permutation(len(y))
+    return pairs[order].astype(np.int32), y[order].astype(np.float32)
+
+
+@dataclass
+class PairSplits:
+    train: tuple  # (pairs, labels)
+    val: tuple
+    test: tuple
+    class_split: dict  # "train"/"val"/"test" -> class ids (all classes for split="pairs")
+
+
+def build_splits(imageset, config):
+    """Train/val/test pairs as the config asks, reproducible from config["seed"]."""
+    rng = np.random.default_rng(config["seed"])
+    n_classes = len(imageset.class_names)
+    total = config["total_sample_size"]
+    test_fraction, val_fraction = config["test_fraction"], config["val_fraction"]
+    if n_classes < 2:
+        raise ValueError(f"{n_classes} class found: a Siamese network needs at least 2")
+
+    if config["split"] == "pairs":
+        everyone = np.arange(n_classes)
+        pairs, y = make_pairs(imageset.labels, everyone, total, total, rng)
+        n_test = int(round(len(y) * test_fraction))
+        n_val = int(round((len(y) - n_test) * val_fraction))
+        test, val, train = (slice(0, n_test), slice(n_test, n_test + n_val),
+                            slice(n_test + n_val, None))
+        return PairSplits((pairs[train], y[train]), (pairs[val], y[val]),
+                          (pairs[test], y[test]),
+                          {"train": everyone, "val": everyone, "test": everyone})
+
+    train_ids, val_ids, test_ids = split_classes(n_classes, test_fraction, val_fraction,
+                                                 rng)
+    shares = {"test": test_fraction, "val": (1 - test_fraction) * val_fraction}
+    shares["train"] = 1 - shares["test"] - shares["val"]
+    parts = {}
+    for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
+        n = max(1, int(round(total * shares[name])))
+        parts[name] = make_pairs(imageset.labels, ids, n, n, rng)
+    return PairSplits(parts["train"], parts["val"], parts["test"],
+                      {"train": train_ids, "val": val_ids, "test": test_ids})
+
+
+def unseen_splits(imageset, config):
+    """Every class of `imageset` as unseen test classes (evaluating on another folder):
+    balanced test pairs among them, no training or validation pairs."""
+    rng = np.random.default_rng(config["seed"])
+    everyone = np.arange(len(imageset.class_names))
+    n = max(1, int(round(config["total_sample_size"] * config["test_fraction"])))
+    empty = (np.zeros((0, 2), np.int32), np.zeros(0, np.float32))
+    return PairSplits(empty, empty, make_pairs(imageset.labels, everyone, n, n, rng),
+                      {"train": everyone[:0], "val": everyone[:0], "test": everyone})
+
+
+def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0):
+    """A tf.data pipeline yielding ((images_a, images_b), labels) batches.
+
+    Only the index pairs are shuffled and batched; each batch's pixels are gathered
+    from the one uint8 image array, as float32 in [0, 255] (the model rescales).
+    """
+    import tf_setup  # noqa: F401
+    import tensorflow as tf
+
+    pixels = tf.constant(images)
+
+    def gather(batch_pairs, batch_labels):
+        return ((tf.cast(tf.gather(pixels, batch_pairs[:, 0]), tf.float32),
+                 tf.cast(tf.gather(pixels, batch_pairs[:, 1]), tf.float32)),
+                batch_labels)
+
+    data = tf.data.Dataset.from_tensor_slices((pairs, labels))
+    if shuffle:
+        data = data.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)

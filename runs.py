@@ -1,0 +1,93 @@
+"""Run folders: create them without overwriting, write files atomically, reload them."""
+import json
+import os
+import time
+
+RUN_FILES = ("config.json", "model.keras", "embedding.keras", "model.weights.h5",
+             "model_architecture.json")
+
+
+def new_run_dir(out_dir, name):
+    """A fresh folder out_dir/<name>-<date>-<time>[-N]; an existing run is never reused."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cannot create out_dir {out_dir!r} ({error.strerror}): pass "
+                      f"--out_dir=PATH to a folder you can write to") from error
+    if not os.access(out_dir, os.W_OK):
+        raise PermissionError(f"out_dir {out_dir!r} is not writable: pass "
+                              f"--out_dir=PATH to a folder you can write to")
+    stem = os.path.join(out_dir, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    for attempt in range(1000):
+        path = stem if attempt == 0 else f"{stem}-{attempt}"
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run folder under {out_dir!r}")
+
+
+def atomic_write(path, write):
+    """Call write(temporary_path), then rename onto `path`: never a half-written file."""
+    base, extension = os.path.splitext(path)
+    if base.endswith(".weights"):  # Keras insists on the .weights.h5 ending
+        base, extension = base[:-len(".weights")], ".weights" + extension
+    temporary = f"{base}.tmp{extension}"
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json(path, data):
+    def write(temporary):
+        with open(temporary, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    atomic_write(path, write)
+
+
+def read_json(path, default=None):
+    """A JSON file's content, or `default` when the file does not exist."""
+    if not os.path.isfile(path):
+        return default
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def read_config(run_dir):
+    """The config a run was trained with (config.json), checked to be there."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"run folder {run_dir!r} does not exist: pass the folder "
+                                f"that train.py printed at the end")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: {run_dir!r} is not a finished run "
+                                f"folder of train.py")
+    with open(path) as handle:
+        config = json.load(handle)
+    if isinstance(config.get("image_size"), list):
+        config["image_size"] = tuple(config["image_size"])
+    return config
+
+
+def load_models(run_dir):
+    """(pair model, embedding model) from a run folder, loaded with safe mode on."""
+    import siamese_network_funcs  # noqa: F401  (registers the custom layers)
+    import keras
+
+    models = []
+    for name in ("model.keras", "embedding.keras"):
+        path = os.path.join(run_dir, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: retrain, or point --run_dir at "
+                                    f"a complete run folder")
+        try:
+            models.append(keras.models.load_model(path, safe_mode=True))
+        except (ValueError, TypeError, OSError) as error:
+            raise ValueError(f"cannot load {path} ({error}); it may come from another "
+                             f"version of this project: retrain with this version") from error
+    return tuple(models)
