@@ -24,6 +24,9 @@ split = "classes"  # "classes": train/val/test classes disjoint (one-shot on uns
 test_fraction = 0.25  # of the classes (split="classes") or of the pairs (split="pairs")
 val_fraction = 0.25  # of what remains after the test part, like Keras' validation_split
 
+augment = False  # Koch's affine distortions on the fly (rotation, shear, scale, shift)
+flip = False  # with augment: random left-right mirroring too (faces yes, characters no)
+
 # --- model ----------------------------------------------------------------------
 architecture = "att_faces"  # a key of siamese_network_funcs.ARCHITECTURES
 distance = "euclidean"  # output: Euclidean distance between the two embeddings

@@ -88,6 +88,14 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
         curve["model"].append(model_n)
         curve["pixel_nn"].append(pixel_n)
     results["oneshot_curve"] = curve
+    val_classes = splits.class_split["val"]
+    if config["split"] == "classes" and len(val_classes) >= 2:
+        # For choosing settings without looking at the test classes.
+        val_ways = min(ways, len(val_classes))
+        results["val_oneshot_accuracy"] = oneshot(
+            embeddings, imageset, val_classes, val_ways, config["trials"],
+            config["seed"], within_group=False)[0]
+        results["val_ways"] = val_ways
 
     os.makedirs(report_dir, exist_ok=True)
     plots.plot_roc(fpr, tpr, auc, eer, os.path.join(report_dir, "roc.png"))

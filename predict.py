@@ -46,8 +46,6 @@ class Matcher:
                                        self.config["channels"])
 
     def embed_files(self, paths):
-        if not paths:
-            return np.zeros((0, self.base.output_shape[-1]), np.float32)
         images = np.stack([self.load(p) for p in paths]).astype(np.float32)
         return np.asarray(self.base(images, training=False))
 
@@ -70,9 +68,10 @@ class Matcher:
         if os.path.isfile(cache):
             with np.load(cache, allow_pickle=False) as saved:
                 known = dict(zip(saved["stamps"].tolist(), saved["embeddings"]))
-        missing = [p for p, s in zip(paths, stamps) if s not in known]
-        for path, vector in zip(missing, self.embed_files(missing)):
-            known[_stamp(path)] = vector
+        missing = [(p, s) for p, s in zip(paths, stamps) if s not in known]
+        if missing:
+            vectors = self.embed_files([p for p, _ in missing])
+            known.update((s, vector) for (_, s), vector in zip(missing, vectors))
         embeddings = np.stack([known[s] for s in stamps])
         if missing or len(known) != len(stamps):
             try:

@@ -294,20 +294,56 @@ def unseen_splits(imageset, config):
                       {"train": everyone[:0], "val": everyone[:0], "test": everyone})
 
 
-def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0):
+def make_augmenter(image_shape, flip=False, seed=0):
+    """Koch et al.'s affine distortions for a batch of images, on the fly.
+
+    Rotation +-10 degrees, shear +-0.3, scale 0.8-1.2 and translation +-2 pixels, each
+    applied to an image with probability 0.5; with `flip`, also random left-right
+    mirroring (right for faces, wrong for characters).
+    """
+    import tf_setup  # noqa: F401
+    import keras
+    import tensorflow as tf
+
+    height, width = image_shape[:2]
+    distortions = [
+        keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed),
+        keras.layers.RandomShear(x_factor=0.3, y_factor=0.3,  # sign drawn too
+                                 fill_mode="nearest", seed=seed + 1),
+        keras.layers.RandomZoom((-0.2, 0.2), fill_mode="nearest", seed=seed + 2),
+        keras.layers.RandomTranslation(2 / height, 2 / width, fill_mode="nearest",
+                                       seed=seed + 3),
+    ]
+    if flip:
+        distortions.append(keras.layers.RandomFlip("horizontal", seed=seed + 4))
+    generator = tf.random.Generator.from_seed(seed)
+
+    def augment(batch):
+        for distortion in distortions:
+            changed = distortion(batch, training=True)
+            chosen = generator.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
+            batch = tf.where(chosen, changed, batch)
+        return batch
+    return augment
+
+
+def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,
+                 augment=None):
     """A tf.data pipeline yielding ((images_a, images_b), labels) batches.
 
     Only the index pairs are shuffled and batched; each batch's pixels are gathered
-    from the one uint8 image array, as float32 in [0, 255] (the model rescales).
+    from the one uint8 image array, as float32 in [0, 255] (the model rescales),
+    and distorted by `augment` (see make_augmenter) if given.
     """
     import tf_setup  # noqa: F401
     import tensorflow as tf
 
     pixels = tf.constant(images)
+    distort = augment or (lambda batch: batch)
 
     def gather(batch_pairs, batch_labels):
-        return ((tf.cast(tf.gather(pixels, batch_pairs[:, 0]), tf.float32),
-                 tf.cast(tf.gather(pixels, batch_pairs[:, 1]), tf.float32)),
+        return ((distort(tf.cast(tf.gather(pixels, batch_pairs[:, 0]), tf.float32)),
+                 distort(tf.cast(tf.gather(pixels, batch_pairs[:, 1]), tf.float32))),
                 batch_labels)
 
     data = tf.data.Dataset.from_tensor_slices((pairs, labels))

@@ -76,8 +76,11 @@ def train(config):
           f"{config['loss']} loss, {config['optimizer']} lr={config['learning_rate']}")
 
     batch = config["batch_size"]
+    augment = (prepare_data.make_augmenter(input_shape, config["flip"], config["seed"])
+               if config["augment"] else None)
     train_data = prepare_data.pair_dataset(imageset.images, *splits.train, batch,
-                                           shuffle=True, seed=config["seed"])
+                                           shuffle=True, seed=config["seed"],
+                                           augment=augment)
     val_data = prepare_data.pair_dataset(imageset.images, *splits.val, batch)
     checkpoint = os.path.join(run_dir, "checkpoint.weights.h5")
     progress = SaveProgress(run_dir)

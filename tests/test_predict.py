@@ -1,0 +1,131 @@
+"""evaluate.py and predict.py on a small trained run: evaluation files, verify, identify,
+enrolment by adding a folder, and the gallery cache."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+import predict
+import train
+from configurator import get_config
+
+
+def write_class_folders(root, n_classes, per_class=5, size=(24, 24), seed=0):
+    """Class k: a bright block at its own place, with pixel noise (learnable, not trivial)."""
+    rng = np.random.default_rng(seed)
+    for k in range(n_classes):
+        folder = root / f"person{k + 1}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, size, dtype=np.uint8)
+            row, column = divmod(k, 4)
+            image[row * 6:row * 6 + 6, column * 6:column * 6 + 6] += 180
+            Image.fromarray(image).save(folder / f"{i + 1}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    data = write_class_folders(tmp_path_factory.mktemp("data"), 12)
+    config = get_config(dataset="folder", data_dir=str(data), channels=1,
+                        image_size=(24, 24), architecture="digits", epochs=3,
+                        total_sample_size=400, batch_size=32, trials=50,
+                        out_dir=str(tmp_path_factory.mktemp("runs")))
+    return train.train(config)
+
+
+def test_training_writes_the_evaluation(run_dir):
+    with open(os.path.join(run_dir, "evaluation.json")) as handle:
+        results = json.load(handle)
+    for key in ("test_pair_accuracy", "threshold", "roc_auc", "eer", "oneshot_accuracy",
+                "pixel_nn_oneshot_accuracy", "ways", "trials", "oneshot_curve"):
+        assert key in results
+    assert results["ways"] == len(results["test_classes"])  # fewer than 20 test classes
+    assert results["chance"] == pytest.approx(1 / results["ways"])
+    for plot in ("roc.png", "distance_hist.png", "oneshot_curve.png",
+                 "oneshot_examples.png", "embeddings.png"):
+        assert os.path.getsize(os.path.join(run_dir, plot)) > 1000
+
+
+def test_evaluate_script_reproduces_the_training_evaluation(run_dir, tmp_path):
+    assert evaluate.main([f"--run_dir={run_dir}", f"--report_dir={tmp_path}"]) == 0
+    with open(os.path.join(run_dir, "evaluation.json")) as handle:
+        during_training = json.load(handle)
+    with open(tmp_path / "evaluation.json") as handle:
+        afterwards = json.load(handle)
+    for key in ("test_pair_accuracy", "threshold", "oneshot_accuracy", "test_classes"):
+        assert afterwards[key] == pytest.approx(during_training[key], abs=1e-5)
+
+
+def test_evaluate_on_another_folder_treats_every_class_as_unseen(run_dir, tmp_path):
+    other = write_class_folders(tmp_path / "other", 5, seed=9)
+    report = tmp_path / "report"
+    results = evaluate.evaluate_run(run_dir, {"data_dir": str(other), "ways": 5},
+                                    report_dir=str(report))
+    assert results["test_classes"] == [f"person{k}" for k in range(1, 6)]
+    assert results["ways"] == 5 and (report / "evaluation.json").exists()
+
+
+def test_evaluate_script_refuses_training_settings_and_missing_runs(run_dir, capsys):
+    assert evaluate.main([f"--run_dir={run_dir}", "--epochs=3"]) == 2
+    assert "cannot change after training" in capsys.readouterr().err
+    assert evaluate.main(["--run_dir=/no/such/run"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert evaluate.main([]) == 2
+
+
+def test_verify_same_image_is_same_and_preprocesses_any_image(run_dir, tmp_path):
+    matcher = predict.Matcher(run_dir)
+    data_dir = json.load(open(os.path.join(run_dir, "config.json")))["data_dir"]
+    a = os.path.join(data_dir, "person1", "1.png")
+    assert matcher.verify(a, a)["distance"] < 1e-3 and matcher.verify(a, a)["same"]
+    big_rgba = tmp_path / "big.png"  # another size and mode than training
+    Image.new("RGBA", (90, 70), (200, 10, 10, 255)).save(big_rgba)
+    result = matcher.verify(a, str(big_rgba))
+    assert result["same"] == (result["distance"] < result["threshold"])
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        matcher.verify(a, str(tmp_path / "nope.png"))
+
+
+def test_identify_finds_enrolled_people_and_new_folders_without_retraining(run_dir,
+                                                                         tmp_path):
+    gallery = write_class_folders(tmp_path / "gallery", 4, per_class=2, seed=3)
+    matcher = predict.Matcher(run_dir)
+    embedded = []
+    original = matcher.embed_files
+    matcher.embed_files = lambda paths: embedded.append(len(paths)) or original(paths)
+
+    query = str(gallery / "person3" / "1.png")
+    [result] = matcher.identify([query], str(gallery), top_k=2)
+    assert result["top"][0][0] == "person3" and result["top"][0][1] < 1e-3
+    assert result["match"] == "person3" and len(result["top"]) == 2
+    assert embedded == [8, 1]  # the gallery once, then the query
+    assert len(list(gallery.glob(".siamese-cache-*.npz"))) == 1
+
+    matcher.identify([query], str(gallery))
+    assert embedded[2:] == [1]  # unchanged gallery: only the query is embedded
+
+    newcomer = write_class_folders(tmp_path / "new", 1, per_class=1, seed=5)
+    os.rename(newcomer / "person1", gallery / "newcomer")
+    new_query = str(gallery / "newcomer" / "1.png")
+    [result] = matcher.identify([new_query], str(gallery))
+    assert result["match"] == "newcomer"
+    assert embedded[3:] == [1, 1]  # only the new file, then the query
+
+    matcher.threshold = 0.0  # nobody is close enough
+    [result] = matcher.identify([query], str(gallery))
+    assert result["match"] == "unknown"
+
+
+def test_predict_cli(run_dir, capsys):
+    data_dir = json.load(open(os.path.join(run_dir, "config.json")))["data_dir"]
+    a = os.path.join(data_dir, "person1", "1.png")
+    assert predict.main(["verify", run_dir, a, a]) == 0
+    assert capsys.readouterr().out.startswith("same: distance")
+    assert predict.main(["identify", run_dir, a, f"--gallery={data_dir}"]) == 0
+    assert "person1" in capsys.readouterr().out
+    assert predict.main(["verify", run_dir, a, "/missing.png"]) == 2
+    assert "missing.png" in capsys.readouterr().err
