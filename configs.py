@@ -20,6 +20,7 @@ max_images_per_class = 0  # 0 = all; Fruits-360 uses 10 images per class
 # --- pairs and split --------------------------------------------------------------
 total_sample_size = 10000  # that many genuine AND that many impostor pairs (20,000 in all)
 split = "classes"  # "classes": train/val/test classes disjoint (one-shot on unseen classes)
+#                    "groups": whole parent folders disjoint (Omniglot: by alphabet)
 #                    "pairs": seed 001's random split of the pairs (classes shared)
 test_fraction = 0.25  # of the classes (split="classes") or of the pairs (split="pairs")
 val_fraction = 0.25  # of what remains after the test part, like Keras' validation_split
@@ -93,12 +94,14 @@ PRESETS = {
         total_sample_size=30000, test_fraction=0.2, val_fraction=0.2,
         optimizer="rmsprop", learning_rate=0.001, epochs=10, batch_size=16, patience=3,
     ),
-    # Koch et al. 2015: Omniglot alphabet/character folders, 105x105 binary drawings.
+    # Koch et al. 2015: Omniglot alphabet/character folders (105x105 drawings, here at
+    # half size for the CPU), alphabets split disjointly, 20-way within-alphabet tasks.
     "omniglot": dict(
         data_dir="data/omniglot/images_background", architecture="omniglot",
-        channels=1, image_size=(52, 52), downsample=1, total_sample_size=30000,
-        test_fraction=0.2, val_fraction=0.2, optimizer="adam", learning_rate=0.001,
-        epochs=30, batch_size=128, patience=5,
+        channels=1, image_size=(52, 52), downsample=1, split="groups",
+        total_sample_size=30000, test_fraction=0.2, val_fraction=0.2, ways=20,
+        within_group=True, optimizer="adam", learning_rate=0.001, epochs=30,
+        batch_size=128, patience=5,
     ),
     # Any class-folder tree of your own: point data_dir at it.
     "folder": dict(

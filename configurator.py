@@ -9,7 +9,7 @@ import configs
 
 CHOICES = {
     "dataset": tuple(configs.PRESETS),
-    "split": ("classes", "pairs"),
+    "split": ("classes", "groups", "pairs"),
     "distance": ("euclidean",),
     "loss": ("contrastive",),
     "optimizer": ("rmsprop", "adam", "sgd"),

@@ -89,7 +89,7 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
         curve["pixel_nn"].append(pixel_n)
     results["oneshot_curve"] = curve
     val_classes = splits.class_split["val"]
-    if config["split"] == "classes" and len(val_classes) >= 2:
+    if config["split"] != "pairs" and len(val_classes) >= 2:
         # For choosing settings without looking at the test classes.
         val_ways = min(ways, len(val_classes))
         results["val_oneshot_accuracy"] = oneshot(
@@ -113,7 +113,7 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
 
 
 def print_report(results):
-    unseen = ("classes never seen in training" if results["split"] == "classes"
+    unseen = ("classes never seen in training" if results["split"] != "pairs"
               else "classes also used in training (split=pairs)")
     print(f"evaluation on {len(results['test_classes'])} {unseen}:")
     print(f"  verification: {results['test_pair_accuracy']:.4f} accuracy on "
@@ -163,7 +163,7 @@ def main(argv):
                              f"training; evaluate.py accepts --run_dir, --report_dir and "
                              f"{', '.join('--' + k for k in EVALUATION_KEYS)}")
         evaluate_run(named["run_dir"], options, named.get("report_dir"))
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

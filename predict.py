@@ -129,7 +129,7 @@ def main(argv):
                 ranked = ", ".join(f"{name} {d:.4f}" for name, d in result["top"])
                 print(f"{result['query']}: {result['match']}  (nearest: {ranked}; "
                       f"threshold {matcher.threshold:.4f})")
-    except (ValueError, FileNotFoundError, PermissionError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

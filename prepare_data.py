@@ -31,7 +31,7 @@ class ImageSet:
 
 def _natural_key(text):
     """Sort s2 before s10."""
-    return [int(part) if part.isdigit() else part.lower()
+    return [int(part) if part.isdecimal() else part.lower()
             for part in re.split(r"(\d+)", text)]
 
 
@@ -195,7 +195,7 @@ def load_dataset(config):
 # --- splits and pairs ------------------------------------------------------------------
 
 def split_classes(n_classes, test_fraction, val_fraction, rng):
-    """Shuffle class ids into disjoint (train, val, test) arrays of at least 2 each."""
+    """Shuffle ids 0..n_classes-1 into disjoint (train, val, test) arrays of >= 2 each."""
     n_test = max(2, int(round(n_classes * test_fraction)))
     n_val = max(2, int(round((n_classes - n_test) * val_fraction)))
     if n_classes - n_test - n_val < 2:
@@ -271,8 +271,22 @@ def build_splits(imageset, config):
                           (pairs[test], y[test]),
                           {"train": everyone, "val": everyone, "test": everyone})
 
-    train_ids, val_ids, test_ids = split_classes(n_classes, test_fraction, val_fraction,
-                                                 rng)
+    if config["split"] == "groups":
+        # Whole parent folders (Omniglot alphabets) go to one part: split them, then
+        # take their classes.
+        group_names = sorted(set(imageset.groups), key=_natural_key)
+        if len(group_names) < 6:
+            raise ValueError(
+                f"split='groups' needs at least 6 parent folders of class folders (like "
+                f"Omniglot's alphabets); {config['data_dir']!r} has {len(group_names)}. "
+                f"Use --split=classes")
+        group_of = np.array([group_names.index(g) for g in imageset.groups])
+        parts = split_classes(len(group_names), test_fraction, val_fraction, rng)
+        train_ids, val_ids, test_ids = (np.flatnonzero(np.isin(group_of, ids))
+                                        for ids in parts)
+    else:
+        train_ids, val_ids, test_ids = split_classes(n_classes, test_fraction,
+                                                     val_fraction, rng)
     shares = {"test": test_fraction, "val": (1 - test_fraction) * val_fraction}
     shares["train"] = 1 - shares["test"] - shares["val"]
     parts = {}

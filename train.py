@@ -133,7 +133,7 @@ def main(argv):
     try:
         config = get_config(argv)
         train(config)
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,208 @@
+"""configurator.get_config: configs.py globals -> dataset preset -> explicit overrides."""
+import copy
+import re
+
+import pytest
+
+import configs
+import configurator
+from configurator import get_config
+from siamese_network_funcs import ARCHITECTURES, make_optimizer
+
+
+def _expected(value):
+    """Presets may write image_size as a list or tuple; the config holds a tuple."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+# --- defaults and presets ------------------------------------------------------------
+
+def test_defaults_resolve_with_the_default_dataset_preset():
+    config = get_config()
+    assert config["dataset"] == configs.dataset == "digits"
+    preset = configs.PRESETS["digits"]
+    # The preset must actually change something, or this test could not tell.
+    assert any(getattr(configs, key) != value for key, value in preset.items())
+    for key, value in preset.items():
+        assert config[key] == _expected(value), key
+    for key, value in configurator.defaults().items():
+        if key not in preset:
+            assert config[key] == value, key
+    assert set(config) == set(configurator.defaults())
+
+
+def test_preset_applies_first_then_explicit_overrides():
+    preset = configs.PRESETS["att_faces"]
+    assert preset["epochs"] != 5
+    for argv in (["--dataset=att_faces", "--epochs=5"],
+                 ["--epochs=5", "--dataset=att_faces"]):
+        config = get_config(argv)
+        assert config["dataset"] == "att_faces"
+        assert config["epochs"] == 5
+        for key, value in preset.items():
+            if key != "epochs":
+                assert config[key] == _expected(value), key
+
+
+def test_keyword_overrides_behave_like_arguments():
+    assert get_config(dataset="att_faces", epochs=5) == get_config(
+        ["--dataset=att_faces", "--epochs=5"])
+
+
+def test_overriding_a_preset_key_does_not_change_the_preset():
+    before = copy.deepcopy(configs.PRESETS)
+    config = get_config(["--dataset=att_faces", "--epochs=5", "--downsample=3"])
+    assert config["downsample"] == 3
+    assert configs.PRESETS == before
+    assert get_config(["--dataset=att_faces"])["epochs"] == before["att_faces"]["epochs"]
+
+
+@pytest.mark.parametrize("dataset", sorted(configs.PRESETS))
+def test_every_preset_resolves_to_a_valid_config(dataset):
+    config = get_config([f"--dataset={dataset}"])
+    assert config["architecture"] in ARCHITECTURES
+    assert config["dataset"] == dataset
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argument, key, expected", [
+    ("--image_size=105,105", "image_size", (105, 105)),
+    ("--image_size=(64, 32)", "image_size", (64, 32)),
+    ("--image_size=[28,28]", "image_size", (28, 28)),
+    ("--image_size=None", "image_size", None),
+    ("--learning_rate=1e-3", "learning_rate", 0.001),
+    ("--learning_rate=0.0005", "learning_rate", 0.0005),
+    ("--epochs=7", "epochs", 7),
+    ("--split=pairs", "split", "pairs"),
+    ("--out_dir=some/where", "out_dir", "some/where"),
+    ("--data_dir=123", "data_dir", "123"),  # a path, even when it looks like a number
+    ("--data_dir=a=b", "data_dir", "a=b"),  # only the first '=' separates key and value
+])
+def test_values_are_parsed_to_the_type_of_their_default(argument, key, expected):
+    value = get_config([argument])[key]
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize("key", ["learning_rate", "margin"])
+def test_an_int_is_accepted_for_a_float_setting(key):
+    value = get_config([f"--{key}=2"])[key]
+    assert value == 2.0 and type(value) is float
+
+
+def test_boolean_settings_parse_true_and_false():
+    keys = [k for k, v in configurator.defaults().items() if isinstance(v, bool)]
+    if not keys:
+        pytest.skip("configs.py has no boolean setting")
+    key = keys[0]
+    assert get_config([f"--{key}=True"])[key] is True
+    assert get_config([f"--{key}=False"])[key] is False
+    with pytest.raises(ValueError, match=key):
+        get_config([f"--{key}=1"])
+
+
+# --- errors -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda: get_config(["--epoch=5"]),
+    lambda: get_config(epoch=5),
+])
+def test_unknown_key_raises_and_lists_the_valid_keys(call):
+    with pytest.raises(ValueError) as error:
+        call()
+    message = str(error.value)
+    assert "'epoch'" in message
+    for key in configurator.defaults():
+        assert key in message, key
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--epochs=abc"], "epochs"),
+    (["--epochs=1.5"], "epochs"),
+    (["--epochs=True"], "epochs"),
+    (["--batch_size=None"], "batch_size"),
+    (["--learning_rate=fast"], "learning_rate"),
+    (["--image_size=105"], "image_size"),
+    (["--image_size=0,105"], "image_size"),
+    (["--image_size=1.5,2"], "image_size"),
+    (["--image_size=1,2,3"], "image_size"),
+])
+def test_wrong_type_raises_naming_the_key(argv, key):
+    with pytest.raises(ValueError, match=re.escape(key)):
+        get_config(argv)
+
+
+def test_wrong_type_in_a_keyword_override_raises():
+    with pytest.raises(ValueError, match="epochs"):
+        get_config(epochs="5")
+
+
+@pytest.mark.parametrize("argument, key", [
+    ("--epochs=0", "epochs"),
+    ("--batch_size=-1", "batch_size"),
+    ("--total_sample_size=0", "total_sample_size"),
+    ("--learning_rate=0", "learning_rate"),
+    ("--margin=-1.0", "margin"),
+    ("--downsample=0", "downsample"),
+    ("--seed=-1", "seed"),
+    ("--patience=-1", "patience"),
+    ("--max_images_per_class=-2", "max_images_per_class"),
+])
+def test_out_of_range_number_raises_naming_the_key_and_the_bound(argument, key):
+    with pytest.raises(ValueError) as error:
+        get_config([argument])
+    message = str(error.value)
+    assert key in message
+    assert "> 0" in message or ">= 0" in message
+
+
+@pytest.mark.parametrize("argument, key", [
+    ("--test_fraction=1.5", "test_fraction"),
+    ("--test_fraction=0", "test_fraction"),
+    ("--val_fraction=1", "val_fraction"),
+    ("--val_fraction=-0.1", "val_fraction"),
+])
+def test_fraction_outside_zero_one_raises(argument, key):
+    with pytest.raises(ValueError) as error:
+        get_config([argument])
+    message = str(error.value)
+    assert key in message
+    assert "between 0 and 1" in message
+
+
+@pytest.mark.parametrize("key, allowed", [
+    ("split", ("classes", "pairs")),
+    ("loss", ("contrastive",)),
+    ("distance", ("euclidean",)),
+    ("optimizer", ("rmsprop", "adam", "sgd")),
+    ("dataset", tuple(configs.PRESETS)),
+    ("architecture", tuple(ARCHITECTURES)),
+])
+def test_value_not_among_the_choices_raises_listing_them(key, allowed):
+    with pytest.raises(ValueError) as error:
+        get_config([f"--{key}=foo"])
+    message = str(error.value)
+    assert key in message and "'foo'" in message
+    for choice in allowed:
+        assert choice in message, choice
+
+
+def test_channels_must_be_one_or_three():
+    with pytest.raises(ValueError, match="channels"):
+        get_config(["--channels=2"])
+    assert get_config(["--channels=3"])["channels"] == 3
+
+
+@pytest.mark.parametrize("name", configurator.CHOICES["optimizer"])
+def test_every_allowed_optimizer_can_be_built(name):
+    config = get_config([f"--optimizer={name}", "--learning_rate=0.01"])
+    optimizer = make_optimizer(config["optimizer"], config["learning_rate"])
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("argument", ["epochs=5", "--epochs", "-epochs=5", "--epochs 5",
+                                      "epochs"])
+def test_malformed_argument_raises(argument):
+    with pytest.raises(ValueError, match="--key=value"):
+        get_config([argument])

@@ -1,0 +1,363 @@
+"""prepare_data: class folders -> one uint8 image array -> balanced labelled pairs."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import prepare_data
+from prepare_data import (build_splits, load_folder, make_pairs, pair_dataset,
+                          scan_class_folders, split_classes)
+
+HEIGHT, WIDTH = 12, 10
+# class folder -> file extension of its images (mixed formats, one nested class).
+CLASS_FORMATS = {"s1": ".png", "s2": ".pgm", "s10": ".jpg", "s3": ".png",
+                 "alpha/char1": ".png"}
+EXPECTED_CLASSES = ["alpha/char1", "s1", "s2", "s3", "s10"]  # natural order
+IMAGE_NAMES = ["1", "2", "3", "10"]  # natural order 1, 2, 3, 10 (not 1, 10, 2, 3)
+
+
+def _save_grey(path, value, size=(WIDTH, HEIGHT)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new("L", size, color=int(value)).save(path)
+
+
+@pytest.fixture
+def class_tree(tmp_path):
+    """5 classes x 4 images, each image one known grey value; returns (root, values)."""
+    root = tmp_path / "data"
+    values = {}  # path -> grey value written
+    for c, (name, extension) in enumerate(sorted(CLASS_FORMATS.items())):
+        for i, stem in enumerate(IMAGE_NAMES):
+            path = str(root / name / f"{stem}{extension}")
+            values[path] = 20 + 40 * c + 5 * i
+            _save_grey(path, values[path])
+    (root / "README.txt").write_text("not an image")
+    (root / ".DS_Store").write_bytes(b"\x00\x01junk")
+    (root / "s1" / ".DS_Store").write_bytes(b"\x00\x01junk")
+    _save_grey(str(root / ".hidden" / "1.png"), 7)  # a hidden folder is no class
+    return str(root), values
+
+
+# --- scanning and loading ---------------------------------------------------------------
+
+def test_scan_finds_exactly_the_class_folders_in_natural_order(class_tree):
+    root, values = class_tree
+    classes = scan_class_folders(root)
+    assert [name for name, _ in classes] == EXPECTED_CLASSES
+    for name, files in classes:
+        assert [os.path.splitext(os.path.basename(f))[0] for f in files] == IMAGE_NAMES
+        for f in files:
+            assert f in values
+            assert os.path.dirname(f) == os.path.join(root, *name.split("/"))
+    assert sum(len(files) for _, files in classes) == len(values)
+
+
+def test_scan_survives_digit_like_characters_in_folder_names(tmp_path):
+    for name in ("s10", "s2", "size_5\u00b2", "\u2460"):
+        _save_grey(str(tmp_path / name / "1.png"), 50)
+    names = [name for name, _ in scan_class_folders(str(tmp_path))]
+    assert sorted(names) == sorted(["s10", "s2", "size_5\u00b2", "\u2460"])
+    assert names.index("s2") < names.index("s10")
+
+
+def test_load_folder_labels_match_the_folders_and_pixels_survive(class_tree):
+    root, values = class_tree
+    imageset = load_folder(root)
+    assert imageset.class_names == EXPECTED_CLASSES
+    assert imageset.images.dtype == np.uint8
+    assert imageset.images.shape == (20, HEIGHT, WIDTH, 1)
+    assert imageset.labels.shape == (20,)
+    assert len(imageset.paths) == 20
+    assert sorted(imageset.paths) == sorted(values)
+    for image, label, path in zip(imageset.images, imageset.labels, imageset.paths):
+        folder = os.path.relpath(os.path.dirname(path), root).replace(os.sep, "/")
+        assert imageset.class_names[label] == folder
+        expected = values[path]
+        tolerance = 2 if path.endswith(".jpg") else 0  # JPEG is lossy
+        assert np.abs(image.astype(int) - expected).max() <= tolerance, path
+    assert np.bincount(imageset.labels).tolist() == [4] * 5
+
+
+def test_groups_are_the_parent_folder_of_nested_classes(class_tree):
+    imageset = load_folder(class_tree[0])
+    groups = dict(zip(imageset.class_names, imageset.groups))
+    assert groups == {"alpha/char1": "alpha", "s1": "", "s2": "", "s3": "", "s10": ""}
+
+
+@pytest.mark.parametrize("image_size, downsample, shape", [
+    (None, 1, (HEIGHT, WIDTH)),
+    ((6, 5), 1, (6, 5)),
+    ((20, 16), 1, (20, 16)),
+    (None, 2, (6, 5)),
+    (None, 3, (4, 4)),  # every 3rd of 12 rows and 10 columns
+    ((9, 7), 2, (5, 4)),
+])
+def test_image_size_and_downsample_give_the_expected_shape(class_tree, image_size,
+                                                           downsample, shape):
+    imageset = load_folder(class_tree[0], image_size=image_size, downsample=downsample)
+    assert imageset.images.shape == (20, *shape, 1)
+
+
+def test_downsample_keeps_every_nth_pixel(tmp_path):
+    pixels = np.arange(HEIGHT * WIDTH, dtype=np.uint8).reshape(HEIGHT, WIDTH)
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / name)
+        Image.fromarray(pixels).save(tmp_path / name / "1.png")
+    imageset = load_folder(str(tmp_path), downsample=2)
+    np.testing.assert_array_equal(imageset.images[0, :, :, 0], pixels[::2, ::2])
+
+
+def test_max_images_per_class_keeps_the_first_in_natural_order(class_tree):
+    imageset = load_folder(class_tree[0], max_images_per_class=3)
+    assert imageset.images.shape[0] == 15
+    kept = {os.path.splitext(os.path.basename(p))[0] for p in imageset.paths}
+    assert kept == {"1", "2", "3"}
+
+
+def test_channels_three_gives_rgb(tmp_path):
+    colour = (200, 30, 90)
+    for name in ("red", "blue"):
+        os.makedirs(tmp_path / name)
+        Image.new("RGB", (WIDTH, HEIGHT), colour).save(tmp_path / name / "1.png")
+    _save_grey(str(tmp_path / "grey" / "1.png"), 77)
+    rgb = load_folder(str(tmp_path), channels=3)
+    assert rgb.images.shape == (3, HEIGHT, WIDTH, 3)
+    by_class = dict(zip([rgb.class_names[l] for l in rgb.labels], rgb.images))
+    assert (by_class["red"].reshape(-1, 3) == colour).all()
+    assert (by_class["grey"] == 77).all()  # grey becomes three equal channels
+    grey = load_folder(str(tmp_path), channels=1)
+    assert grey.images.shape == (3, HEIGHT, WIDTH, 1)
+    luminance = np.asarray(Image.new("RGB", (1, 1), colour).convert("L"))[0, 0]
+    assert (grey.images[grey.class_names.index("red")] == luminance).all()
+
+
+def test_unreadable_image_is_skipped_with_a_warning_naming_it(class_tree):
+    root, _ = class_tree
+    broken = os.path.join(root, "s2", "broken.png")
+    with open(broken, "wb") as handle:
+        handle.write(b"this is not a png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        imageset = load_folder(root)
+    assert imageset.images.shape[0] == 20
+    assert broken not in imageset.paths
+    assert any(broken in str(w.message) for w in caught)
+
+
+def test_missing_data_dir_raises_file_not_found_naming_it(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_folder(missing)
+
+
+def test_empty_data_dir_setting_raises():
+    with pytest.raises(ValueError, match="data_dir"):
+        load_folder("")
+
+
+def test_empty_folder_raises_naming_it(tmp_path):
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="empty_dir"):
+        load_folder(str(empty))
+
+
+def test_images_but_no_class_folders_raises_naming_the_folder(tmp_path):
+    flat = tmp_path / "flat_dir"
+    for i in range(3):
+        _save_grey(str(flat / f"{i}.png"), 100)
+    (flat / "notes").mkdir()  # a sub-folder without images is no class either
+    with pytest.raises(ValueError, match="flat_dir"):
+        load_folder(str(flat))
+
+
+def test_different_sizes_need_image_size(tmp_path):
+    _save_grey(str(tmp_path / "a" / "1.png"), 10, size=(10, 12))
+    _save_grey(str(tmp_path / "b" / "1.png"), 20, size=(14, 9))
+    with pytest.raises(ValueError, match="image_size"):
+        load_folder(str(tmp_path))
+    imageset = load_folder(str(tmp_path), image_size=(8, 8))
+    assert imageset.images.shape == (2, 8, 8, 1)
+
+
+def test_load_digits():
+    digits = prepare_data.load_digits()
+    assert digits.images.shape == (1797, 8, 8, 1)
+    assert digits.images.dtype == np.uint8
+    assert digits.images.max() == 255 and digits.images.min() == 0
+    assert len(digits.class_names) == 10
+    assert sorted(np.unique(digits.labels).tolist()) == list(range(10))
+    from sklearn.datasets import load_digits as sklearn_digits
+    target = sklearn_digits().target
+    assert [digits.class_names[l] for l in digits.labels] == [str(t) for t in target]
+
+
+# --- pairs -------------------------------------------------------------------------
+
+# 7 classes of 1..7 images, shuffled so a class's images are not contiguous.
+LABELS = np.random.default_rng(0).permutation(np.repeat(np.arange(7), np.arange(1, 8)))
+
+
+def test_make_pairs_balanced_correctly_labelled_and_never_self():
+    pairs, y = make_pairs(LABELS, np.arange(7), 61, 47, np.random.default_rng(3))
+    assert pairs.shape == (108, 2) and pairs.dtype == np.int32
+    assert y.shape == (108,) and y.dtype == np.float32
+    assert int(np.sum(y == 1)) == 61 and int(np.sum(y == 0)) == 47
+    same_class = LABELS[pairs[:, 0]] == LABELS[pairs[:, 1]]
+    np.testing.assert_array_equal(y, same_class.astype(np.float32))
+    assert (pairs[:, 0] != pairs[:, 1]).all()
+    steps = np.diff(y)
+    assert (steps > 0).any() and (steps < 0).any()  # shuffled, not two blocks
+
+
+def test_make_pairs_uses_only_the_given_classes():
+    ids = np.array([2, 4, 6])
+    pairs, _ = make_pairs(LABELS, ids, 30, 30, np.random.default_rng(1))
+    assert set(LABELS[pairs.ravel()].tolist()) <= set(ids.tolist())
+
+
+def test_make_pairs_spreads_genuine_pairs_evenly_over_classes():
+    pairs, y = make_pairs(LABELS, np.arange(7), 61, 10, np.random.default_rng(5))
+    genuine_classes = LABELS[pairs[y == 1, 0]]
+    counts = np.bincount(genuine_classes, minlength=7)
+    assert counts[0] == 0  # class 0 has a single image: no genuine pair possible
+    assert counts[1:].max() - counts[1:].min() <= 1
+    assert counts.sum() == 61
+
+
+def test_make_pairs_is_deterministic_for_a_seed():
+    first = make_pairs(LABELS, np.arange(7), 40, 40, np.random.default_rng(11))
+    again = make_pairs(LABELS, np.arange(7), 40, 40, np.random.default_rng(11))
+    other = make_pairs(LABELS, np.arange(7), 40, 40, np.random.default_rng(12))
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_make_pairs_errors():
+    labels = np.array([0, 1, 2])  # one image per class
+    with pytest.raises(ValueError, match="two images"):
+        make_pairs(labels, np.arange(3), 5, 5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="two classes"):
+        make_pairs(np.array([0, 0, 0]), np.array([0]), 2, 2, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("n_classes, test_fraction, val_fraction", [
+    (6, 0.25, 0.25), (10, 0.3, 0.3), (40, 0.25, 0.25), (40, 0.1, 0.1)])
+def test_split_classes_disjoint_covering_at_least_two_each(n_classes, test_fraction,
+                                                           val_fraction):
+    train, val, test = split_classes(n_classes, test_fraction, val_fraction,
+                                     np.random.default_rng(0))
+    parts = [set(train.tolist()), set(val.tolist()), set(test.tolist())]
+    assert min(len(p) for p in parts) >= 2
+    assert sum(len(p) for p in parts) == n_classes
+    assert set.union(*parts) == set(range(n_classes))
+    assert len(test) == max(2, round(n_classes * test_fraction))
+
+
+def test_split_classes_too_few_classes_raises():
+    with pytest.raises(ValueError, match="5 classes"):
+        split_classes(5, 0.25, 0.25, np.random.default_rng(0))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return prepare_data.load_digits()
+
+
+def _config(**overrides):
+    return {"seed": 1337, "total_sample_size": 500, "test_fraction": 0.3,
+            "val_fraction": 0.3, "split": "classes", **overrides}
+
+
+def test_build_splits_by_classes_keeps_each_part_to_its_own_classes(digits):
+    splits = build_splits(digits, _config())
+    ids = splits.class_split
+    sets = {name: set(ids[name].tolist()) for name in ("train", "val", "test")}
+    assert not sets["train"] & sets["val"] and not sets["train"] & sets["test"]
+    assert not sets["val"] & sets["test"]
+    assert set.union(*sets.values()) == set(range(10))
+    for name in ("train", "val", "test"):
+        pairs, y = getattr(splits, name)
+        assert set(digits.labels[pairs.ravel()].tolist()) <= sets[name], name
+        assert np.sum(y == 1) == np.sum(y == 0) > 0, name
+        same_class = digits.labels[pairs[:, 0]] == digits.labels[pairs[:, 1]]
+        np.testing.assert_array_equal(y, same_class.astype(np.float32))
+
+
+@pytest.mark.parametrize("test_fraction, val_fraction", [(0.25, 0.25), (0.3, 0.2)])
+def test_build_splits_by_pairs_follows_the_fractions(digits, test_fraction,
+                                                     val_fraction):
+    total = 500
+    splits = build_splits(digits, _config(split="pairs", total_sample_size=total,
+                                          test_fraction=test_fraction,
+                                          val_fraction=val_fraction))
+    n_test = round(2 * total * test_fraction)
+    n_val = round((2 * total - n_test) * val_fraction)
+    assert len(splits.test[1]) == n_test
+    assert len(splits.val[1]) == n_val
+    assert len(splits.train[1]) == 2 * total - n_test - n_val
+    all_y = np.concatenate([splits.train[1], splits.val[1], splits.test[1]])
+    assert np.sum(all_y == 1) == np.sum(all_y == 0) == total
+    for name in ("train", "val", "test"):
+        assert set(splits.class_split[name].tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("split", ["classes", "pairs"])
+def test_build_splits_is_deterministic_for_a_seed(digits, split):
+    first = build_splits(digits, _config(split=split))
+    again = build_splits(digits, _config(split=split))
+    other = build_splits(digits, _config(split=split, seed=7))
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(first, name)[0], getattr(again, name)[0])
+        np.testing.assert_array_equal(getattr(first, name)[1], getattr(again, name)[1])
+        np.testing.assert_array_equal(first.class_split[name], again.class_split[name])
+    assert not np.array_equal(first.test[0], other.test[0])
+
+
+def test_build_splits_needs_two_classes(tmp_path):
+    _save_grey(str(tmp_path / "only" / "1.png"), 1)
+    _save_grey(str(tmp_path / "only" / "2.png"), 2)
+    with pytest.raises(ValueError, match="at least 2"):
+        build_splits(load_folder(str(tmp_path)), _config(split="pairs"))
+
+
+# --- tf.data pipeline -------------------------------------------------------------------
+
+def _image_index_images(n=9):
+    """Image i is filled with the value 10 * i, so a batch's pixels reveal the indices."""
+    return (np.arange(n, dtype=np.uint8)[:, None, None, None] * 10
+            * np.ones((1, 3, 4, 1), np.uint8))
+
+
+def test_pair_dataset_gathers_the_pairs_pixels_in_order():
+    images = _image_index_images()
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, len(images), (7, 2)).astype(np.int32)
+    labels = rng.integers(0, 2, 7).astype(np.float32)
+    batches = list(pair_dataset(images, pairs, labels, batch_size=3, shuffle=False))
+    assert [len(y) for _, y in batches] == [3, 3, 1]
+    a = np.concatenate([np.asarray(x[0]) for x, _ in batches])
+    b = np.concatenate([np.asarray(x[1]) for x, _ in batches])
+    y = np.concatenate([np.asarray(y) for _, y in batches])
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_array_equal(a, images[pairs[:, 0]].astype(np.float32))
+    np.testing.assert_array_equal(b, images[pairs[:, 1]].astype(np.float32))
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_pair_dataset_shuffle_keeps_pixels_and_labels_together():
+    images = _image_index_images()
+    pairs = np.array([[i, (i * 2 + 1) % 9] for i in range(9)], np.int32)
+    labels = (np.arange(9) % 2).astype(np.float32)
+    seen = []
+    for (a, b), y in pair_dataset(images, pairs, labels, batch_size=4, shuffle=True,
+                                  seed=1):
+        for image_a, image_b, label in zip(np.asarray(a), np.asarray(b), np.asarray(y)):
+            seen.append((int(image_a[0, 0, 0]) // 10, int(image_b[0, 0, 0]) // 10,
+                         float(label)))
+    expected = [(int(p), int(q), float(l)) for (p, q), l in zip(pairs, labels)]
+    assert sorted(seen) == sorted(expected)
+    assert seen != expected  # actually shuffled

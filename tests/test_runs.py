@@ -1,0 +1,55 @@
+"""runs: new run folders never reuse an old one; files are written atomically."""
+import json
+import os
+
+import pytest
+
+import runs
+
+
+def test_new_run_dir_never_reuses_a_folder(tmp_path):
+    out_dir = tmp_path / "out" / "nested"  # created on demand
+    made = [runs.new_run_dir(str(out_dir), "digits") for _ in range(3)]
+    assert len(set(made)) == 3
+    for path in made:
+        assert os.path.isdir(path) and not os.listdir(path)
+        assert os.path.dirname(path) == str(out_dir)
+        assert os.path.basename(path).startswith("digits-")
+
+
+def test_atomic_write_leaves_nothing_behind_when_writing_fails(tmp_path):
+    target = tmp_path / "model.weights.h5"
+    target.write_bytes(b"old")
+    seen = []
+
+    def failing(temporary):
+        seen.append(temporary)
+        with open(temporary, "wb") as handle:
+            handle.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        runs.atomic_write(str(target), failing)
+    assert target.read_bytes() == b"old"
+    assert seen[0].endswith(".weights.h5")  # Keras needs this ending
+    assert sorted(os.listdir(tmp_path)) == ["model.weights.h5"]
+
+
+def test_write_json_and_read_config_round_trip(tmp_path):
+    config = {"image_size": (105, 105), "epochs": 3, "data_dir": "x"}
+    runs.write_json(str(tmp_path / "config.json"), config)
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 3
+    assert runs.read_config(str(tmp_path)) == config
+    assert os.listdir(tmp_path) == ["config.json"]
+
+
+def test_read_config_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing_run"):
+        runs.read_config(str(tmp_path / "missing_run"))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        runs.read_config(str(tmp_path))
+
+
+def test_load_models_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.keras"):
+        runs.load_models(str(tmp_path))

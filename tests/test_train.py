@@ -1,0 +1,248 @@
+"""train.py end to end on the bundled digits: the run folder, its accuracy, and reloading
+every saved form of the model in a fresh process."""
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras
+import metrics
+import prepare_data
+import runs
+import siamese_network_funcs
+import train
+from configurator import get_config
+
+from conftest import REPO_ROOT
+
+# Measured with this config (seed 1337): test pair accuracy 0.79 on the 3 unseen digit
+# classes at the fixed threshold margin/2; an untrained network scores 0.50 there.
+SETTINGS = dict(epochs=4, total_sample_size=3000, batch_size=32)
+MIN_TEST_ACCURACY = 0.65
+
+RUN_FOLDER_FILES = ("model.weights.h5", "model_architecture.json", "model.keras",
+                    "embedding.keras", "config.json", "history.csv", "accuracy.png",
+                    "loss.png", "metrics.json")
+
+
+def _config(out_dir):
+    return get_config(out_dir=str(out_dir), **SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real training run; also keeps the in-memory model that train() saved."""
+    out_dir = tmp_path_factory.mktemp("runs")
+    config = _config(out_dir)
+    captured = {}
+    save_run = train.save_run
+
+    def spy(run_dir, model, base, config):
+        captured.update(model=model, base=base)
+        return save_run(run_dir, model, base, config)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "save_run", spy)
+        run_dir = train.train(config)
+    imageset = prepare_data.load_digits()
+    splits = prepare_data.build_splits(imageset, config)
+    return dict(run_dir=run_dir, config=config, out_dir=out_dir, imageset=imageset,
+                splits=splits, **captured)
+
+
+def _read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.json")) as handle:
+        return json.load(handle)
+
+
+def _file_hashes(folder):
+    return {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
+            for name in sorted(os.listdir(folder))}
+
+
+def test_run_folder_holds_every_file(trained):
+    run_dir = trained["run_dir"]
+    assert os.path.dirname(run_dir) == str(trained["out_dir"])
+    for name in RUN_FOLDER_FILES:
+        path = os.path.join(run_dir, name)
+        assert os.path.isfile(path) and os.path.getsize(path) > 0, name
+    for name in ("accuracy.png", "loss.png"):
+        with Image.open(os.path.join(run_dir, name)) as image:
+            image.verify()
+    leftovers = [n for n in os.listdir(run_dir) if ".tmp" in n]
+    assert not leftovers
+
+
+def test_metrics_json_describes_the_test_split(trained):
+    results = _read_metrics(trained["run_dir"])
+    splits = trained["splits"]
+    assert results["split"] == "classes"
+    assert results["n_test_pairs"] == len(splits.test[1]) > 0
+    names = trained["imageset"].class_names
+    assert results["test_classes"] == [names[c] for c in splits.class_split["test"]]
+    assert not set(results["test_classes"]) & set(results["train_classes"])
+    assert 0.0 <= results["test_pair_accuracy"] <= 1.0
+
+
+def test_config_json_round_trips(trained):
+    saved = runs.read_config(trained["run_dir"])
+    assert {key: saved[key] for key in trained["config"]} == trained["config"]
+
+
+def test_history_has_one_row_per_epoch(trained):
+    with open(os.path.join(trained["run_dir"], "history.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    epochs_run = _read_metrics(trained["run_dir"])["epochs_run"]
+    assert len(rows) == SETTINGS["epochs"] == epochs_run
+    for column in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        values = [float(row[column]) for row in rows]
+        assert np.isfinite(values).all(), column
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learned something
+
+
+def test_test_accuracy_beats_chance_on_unseen_classes(trained):
+    assert _read_metrics(trained["run_dir"])["test_pair_accuracy"] >= MIN_TEST_ACCURACY
+
+
+def test_an_untrained_network_does_not_pass_the_accuracy_bound(trained):
+    """The bound above means something: the same network before training fails it."""
+    config, imageset = trained["config"], trained["imageset"]
+    keras.utils.set_random_seed(config["seed"])
+    _, base = siamese_network_funcs.build_siamese_model(imageset.images.shape[1:],
+                                                        config["architecture"])
+    pairs, labels = trained["splits"].test
+    distances = metrics.pair_distances(metrics.embed(base, imageset.images), pairs)
+    accuracy = metrics.pair_accuracy(distances, labels, config["margin"] / 2)
+    assert accuracy < MIN_TEST_ACCURACY
+
+
+def test_saved_weights_are_those_of_the_best_validation_epoch(trained):
+    """The metrics and the saved model come from the epoch with the lowest val_loss."""
+    with open(os.path.join(trained["run_dir"], "history.csv")) as handle:
+        best_val_loss = min(float(row["val_loss"]) for row in csv.DictReader(handle))
+    embeddings = metrics.embed(trained["base"], trained["imageset"].images)
+    pairs, labels = trained["splits"].val
+    d = metrics.pair_distances(embeddings, pairs)
+    margin = trained["config"]["margin"]
+    val_loss = np.mean(labels * d ** 2 + (1 - labels) * np.maximum(margin - d, 0) ** 2)
+    np.testing.assert_allclose(val_loss, best_val_loss, rtol=1e-3)
+
+
+RELOAD_SCRIPT = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    import siamese_network_funcs  # registers the custom layer, loss and metric
+    import keras
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    run_dir, inputs, outputs = sys.argv[1:4]
+    data = np.load(inputs)
+    with SafeModeScope(True):
+        with open(os.path.join(run_dir, "model_architecture.json")) as handle:
+            from_json = keras.models.model_from_json(handle.read())
+    from_json.load_weights(os.path.join(run_dir, "model.weights.h5"))
+    full = keras.models.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    embedding = keras.models.load_model(os.path.join(run_dir, "embedding.keras"),
+                                        safe_mode=True)
+    pair = [data["a"], data["b"]]
+    np.savez(outputs,
+             from_json=from_json.predict(pair, verbose=0),
+             full=full.predict(pair, verbose=0),
+             embedding=embedding.predict(data["images"], verbose=0),
+             loss_margin=np.float32(full.loss.margin))
+""")
+
+
+@pytest.fixture(scope="module")
+def reloaded(trained, tmp_path_factory):
+    """Predictions of the three saved forms, loaded in a fresh Python process."""
+    folder = tmp_path_factory.mktemp("reload")
+    images = trained["imageset"].images.astype(np.float32)
+    pairs = trained["splits"].test[0][:16]
+    pairs = np.concatenate([pairs, [[0, 0]]])  # and one identical pair
+    inputs, outputs = folder / "inputs.npz", folder / "outputs.npz"
+    np.savez(inputs, a=images[pairs[:, 0]], b=images[pairs[:, 1]], images=images)
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD_SCRIPT, trained["run_dir"], str(inputs),
+         str(outputs)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = trained["model"]
+    expected = model.predict([images[pairs[:, 0]], images[pairs[:, 1]]], verbose=0)
+    return dict(np.load(outputs), expected=expected, images=images)
+
+
+@pytest.mark.parametrize("form", ["from_json", "full"])
+def test_saved_model_reloads_in_a_fresh_process(reloaded, form):
+    """model_architecture.json + model.weights.h5, and model.keras, with safe mode on."""
+    assert reloaded[form].shape == reloaded["expected"].shape
+    np.testing.assert_allclose(reloaded[form], reloaded["expected"], atol=1e-5)
+    assert reloaded["expected"][-1, 0] < 1e-3  # the identical pair
+    assert np.ptp(reloaded["expected"]) > 1e-2  # the pairs are not all alike
+
+
+def test_model_keras_keeps_the_compiled_loss(reloaded, trained):
+    assert float(reloaded["loss_margin"]) == trained["config"]["margin"]
+
+
+def test_embedding_model_reloads_in_a_fresh_process(reloaded, trained):
+    expected = trained["base"].predict(reloaded["images"], verbose=0)
+    np.testing.assert_allclose(reloaded["embedding"], expected, atol=1e-5)
+
+
+def test_metrics_json_matches_the_saved_embedding_model(reloaded, trained):
+    pairs, labels = trained["splits"].test
+    distances = metrics.pair_distances(reloaded["embedding"], pairs)
+    threshold = trained["config"]["margin"] / 2
+    accuracy = metrics.pair_accuracy(distances, labels, threshold)
+    recorded = _read_metrics(trained["run_dir"])["test_pair_accuracy"]
+    assert abs(accuracy - recorded) <= 1.0 / len(labels)
+
+
+def test_second_run_gets_a_new_folder_and_the_same_split(trained):
+    first = trained["run_dir"]
+    before = _file_hashes(first)
+    second = train.train(_config(trained["out_dir"]))
+    assert second != first
+    assert os.path.isdir(second) and os.path.dirname(second) == os.path.dirname(first)
+    assert _file_hashes(first) == before  # nothing in the first run was overwritten
+    one, two = _read_metrics(first), _read_metrics(second)
+    for key in ("test_classes", "val_classes", "train_classes", "n_test_pairs",
+                "n_val_pairs", "n_train_pairs"):
+        assert one[key] == two[key], key
+
+
+def test_main_reports_a_bad_setting_without_a_traceback(tmp_path, capsys):
+    out_dir = tmp_path / "never_created"
+    assert train.main(["--epochs=abc", f"--out_dir={out_dir}"]) == 2
+    captured = capsys.readouterr()
+    assert "error:" in captured.err and "epochs" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+    assert not out_dir.exists()
+
+
+def test_main_reports_a_missing_data_dir(tmp_path, capsys):
+    missing = tmp_path / "no_faces_here"
+    out_dir = tmp_path / "runs"
+    code = train.main(["--dataset=att_faces", f"--data_dir={missing}",
+                       f"--out_dir={out_dir}"])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "error:" in captured.err and "no_faces_here" in captured.err
+    assert "Traceback" not in captured.err
+    assert not out_dir.exists() or not os.listdir(out_dir)  # no half-made run folder
+
+
+def test_main_reports_an_unusable_out_dir(tmp_path, capsys):
+    not_a_folder = tmp_path / "a_file"
+    not_a_folder.write_text("")
+    assert train.main([f"--out_dir={not_a_folder}", "--epochs=1"]) == 2
+    captured = capsys.readouterr()
+    assert "error:" in captured.err and "a_file" in captured.err
