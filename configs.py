@@ -16,6 +16,7 @@ image_size = None  # (height, width) to resize every image to; None keeps the fi
 downsample = 1  # keep every n-th pixel after resizing (seed 001's `size = 2`)
 channels = 1  # 1 = greyscale, 3 = RGB
 max_images_per_class = 0  # 0 = all; Fruits-360 uses 10 images per class
+strict = False  # stop at an unreadable or non-image file instead of skipping it
 
 # --- pairs and split --------------------------------------------------------------
 total_sample_size = 10000  # that many genuine AND that many impostor pairs (20,000 in all)
@@ -31,15 +32,27 @@ flip = False  # with augment: random left-right mirroring too (faces yes, charac
 # --- model ----------------------------------------------------------------------
 architecture = "att_faces"  # a key of siamese_network_funcs.ARCHITECTURES
 distance = "euclidean"  # output: Euclidean distance between the two embeddings
+#                         "l1_sigmoid": Koch's p(same) = sigmoid(alpha . |a - b| + bias)
 loss = "contrastive"  # y*d^2 + (1-y)*max(margin-d, 0)^2, y = 1 for a genuine pair
+#                       "bce": binary cross-entropy on p(same) (with l1_sigmoid)
+#                       "triplet": FaceNet's max(d(a,p) - d(a,n) + triplet_margin, 0)
 margin = 1.0  # contrastive margin; pairs with d < margin/2 count as "same"
+normalize = False  # L2-normalise embeddings (always on with loss="triplet")
+triplet_margin = 0.2  # FaceNet's alpha, for unit-length embeddings
+mining = "semi_hard"  # triplets mined in each batch: semi_hard | hard | all
+pairing = "pairs"  # "pairs": the seeds' way, each step embeds batch_size pairs
+#                    "batch": each step embeds batch_size images, P classes x K images,
+#                    and scores all their pairs (needed by loss="triplet")
+images_per_class = 4  # K of the P x K batches (pairing="batch")
 
 # --- optimisation -----------------------------------------------------------------
 optimizer = "rmsprop"  # rmsprop | adam | sgd
 learning_rate = 0.001
 epochs = 13
 batch_size = 128
-patience = 5  # early stopping on validation loss; the best weights are restored
+patience = 5  # early stopping after this many epochs without progress; 0 = off
+monitor = "val_loss"  # what "progress" and the kept checkpoint mean: val_loss, or
+#                       val_oneshot (N-way one-shot accuracy on the validation classes)
 seed = 1337  # one seed drives the split, the pairs, shuffling and initialisation
 
 # --- evaluation (evaluate.py; train.py reports the same at the end) ----------------
@@ -49,6 +62,7 @@ within_group = False  # draw each task's classes from one parent folder (Omniglo
 
 # --- output -----------------------------------------------------------------------
 out_dir = "runs"  # every run gets a new folder inside: nothing is overwritten
+resume = ""  # a run folder to continue (after Ctrl-C or a crash), with its own config
 
 # Named recipes: each sets the values a dataset needs; `dataset` selects one.
 PRESETS = {

@@ -10,13 +10,16 @@ import configs
 CHOICES = {
     "dataset": tuple(configs.PRESETS),
     "split": ("classes", "groups", "pairs"),
-    "distance": ("euclidean",),
-    "loss": ("contrastive",),
+    "distance": ("euclidean", "l1_sigmoid"),
+    "loss": ("contrastive", "bce", "triplet"),
+    "mining": ("semi_hard", "hard", "all"),
+    "pairing": ("pairs", "batch"),
+    "monitor": ("val_loss", "val_oneshot"),
     "optimizer": ("rmsprop", "adam", "sgd"),
     "channels": (1, 3),
 }
 POSITIVE = ("total_sample_size", "epochs", "batch_size", "downsample", "margin",
-            "learning_rate", "trials")
+            "learning_rate", "trials", "triplet_margin", "images_per_class")
 NON_NEGATIVE = ("patience", "seed", "max_images_per_class", "ways")
 FRACTIONS = ("test_fraction", "val_fraction")
 
@@ -76,6 +79,29 @@ def validate(config):
         if not 0 < config[key] < 1:
             raise ValueError(f"{key} must be between 0 and 1 (exclusive); "
                              f"got {config[key]!r}")
+    if (config["distance"] == "l1_sigmoid") != (config["loss"] == "bce"):
+        raise ValueError(f"distance={config['distance']!r} with loss={config['loss']!r} "
+                         f"cannot be trained: Koch's head goes with cross-entropy "
+                         f"(--distance=l1_sigmoid --loss=bce); Euclidean distance with "
+                         f"--loss=contrastive or --loss=triplet")
+    if config["distance"] == "l1_sigmoid" and config["pairing"] != "pairs":
+        raise ValueError("distance='l1_sigmoid' learns its head on pairs: use "
+                         "--pairing=pairs")
+    if config["loss"] == "triplet" and config["pairing"] != "batch":
+        raise ValueError("loss='triplet' mines its triplets inside each batch: "
+                         "add --pairing=batch")
+    if config["pairing"] == "batch":
+        if config["split"] == "pairs":
+            raise ValueError("pairing='batch' draws whole classes, so it needs "
+                             "--split=classes or --split=groups, not split='pairs'")
+        if config["batch_size"] < 2 * config["images_per_class"]:
+            raise ValueError(
+                f"with pairing='batch', batch_size={config['batch_size']} must hold at "
+                f"least 2 classes of images_per_class={config['images_per_class']} "
+                f"images: use --batch_size={2 * config['images_per_class']} or more")
+        if config["images_per_class"] < 2:
+            raise ValueError("images_per_class must be >= 2 so batches hold genuine "
+                             "pairs")
     return config
 
 

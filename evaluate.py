@@ -17,11 +17,13 @@ import metrics
 import plots
 import prepare_data
 import runs
+import siamese_network_funcs
 from configurator import parse_args, resolve
 
 # Settings that change what is evaluated, not what was trained.
 EVALUATION_KEYS = ("data_dir", "ways", "trials", "within_group", "seed", "dataset",
-                   "total_sample_size", "test_fraction", "val_fraction", "split")
+                   "total_sample_size", "test_fraction", "val_fraction", "split",
+                   "strict")
 
 
 def default_ways(n_classes):
@@ -29,19 +31,38 @@ def default_ways(n_classes):
     return min(20, n_classes)
 
 
-def oneshot(embeddings, imageset, class_ids, ways, trials, seed, within_group):
+def oneshot(embeddings, imageset, class_ids, ways, trials, seed, within_group,
+            head=None):
     """N-way one-shot accuracy of the model and of pixel nearest neighbour, same tasks."""
     rng = np.random.default_rng(seed)
     groups = imageset.groups if within_group else None
     tasks = metrics.make_oneshot_trials(imageset.labels, class_ids, ways, trials, rng,
                                         groups)
     pixels = imageset.images.reshape(len(imageset.images), -1).astype(np.float32)
-    return (metrics.oneshot_accuracy(embeddings, *tasks),
+    return (metrics.oneshot_accuracy(embeddings, *tasks, head=head),
             metrics.oneshot_accuracy(pixels, *tasks), tasks)
 
 
+def validation_tasks(imageset, splits, config):
+    """Fixed N-way one-shot tasks (queries, candidates, answers) on the validation
+    classes, for choosing epochs and settings without touching the test classes; None
+    when the split has no validation classes of its own."""
+    val_classes = splits.class_split["val"]
+    if config["split"] == "pairs" or len(val_classes) < 2:
+        return None
+    ways = min(config["ways"] or default_ways(len(val_classes)), len(val_classes))
+    groups = imageset.groups if config["within_group"] else None
+    if groups is not None:
+        largest = int(np.unique([groups[c] for c in val_classes],
+                                return_counts=True)[1].max())
+        groups, ways = (groups, min(ways, largest)) if largest >= 2 else (None, ways)
+    rng = np.random.default_rng(config["seed"])
+    return metrics.make_oneshot_trials(imageset.labels, val_classes, ways,
+                                       config["trials"], rng, groups)
+
+
 def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
-             report_dir=None):
+             report_dir=None, head=None):
     """Score `embeddings` (of every image in `imageset`) on `splits` and write evaluation.json and the plots.
 
     The verification threshold is the one with the best accuracy on the validation
@@ -50,12 +71,12 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     """
     report_dir = report_dir or run_dir
     test_pairs, test_labels = splits.test
-    test_d = metrics.pair_distances(embeddings, test_pairs)
-    fixed = config["margin"] / 2
+    test_d = metrics.pair_distances(embeddings, test_pairs, head)
+    fixed = siamese_network_funcs.fixed_threshold(config)
     results = {"split": config["split"], "data_dir": config["data_dir"],
                "fixed_threshold": fixed, "n_test_pairs": int(len(test_labels))}
     if len(splits.val[1]):
-        val_d = metrics.pair_distances(embeddings, splits.val[0])
+        val_d = metrics.pair_distances(embeddings, splits.val[0], head)
         threshold, val_accuracy = metrics.best_threshold(val_d, splits.val[1])
         results["val_pair_accuracy"] = val_accuracy
         results["eer_threshold"] = metrics.roc(val_d, splits.val[1])[5]
@@ -74,7 +95,7 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     ways = config["ways"] or default_ways(len(test_classes))
     model_acc, pixel_acc, tasks = oneshot(embeddings, imageset, test_classes, ways,
                                           config["trials"], config["seed"],
-                                          config["within_group"])
+                                          config["within_group"], head)
     results.update(oneshot_accuracy=model_acc, pixel_nn_oneshot_accuracy=pixel_acc,
                    chance=1.0 / ways, ways=ways, trials=config["trials"],
                    within_group=config["within_group"],
@@ -83,19 +104,17 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     for n in sorted(set(np.linspace(2, ways, num=min(ways - 1, 10)).astype(int))):
         model_n, pixel_n, _ = oneshot(embeddings, imageset, test_classes, n,
                                       config["trials"], config["seed"],
-                                      config["within_group"])
+                                      config["within_group"], head)
         curve["ways"].append(int(n))
         curve["model"].append(model_n)
         curve["pixel_nn"].append(pixel_n)
     results["oneshot_curve"] = curve
-    val_classes = splits.class_split["val"]
-    if config["split"] != "pairs" and len(val_classes) >= 2:
+    val_tasks = validation_tasks(imageset, splits, config)
+    if val_tasks:
         # For choosing settings without looking at the test classes.
-        val_ways = min(ways, len(val_classes))
-        results["val_oneshot_accuracy"] = oneshot(
-            embeddings, imageset, val_classes, val_ways, config["trials"],
-            config["seed"], within_group=False)[0]
-        results["val_ways"] = val_ways
+        results["val_oneshot_accuracy"] = metrics.oneshot_accuracy(embeddings, *val_tasks,
+                                                                   head=head)
+        results["val_ways"] = val_tasks[1].shape[1]
 
     os.makedirs(report_dir, exist_ok=True)
     plots.plot_roc(fpr, tpr, auc, eer, os.path.join(report_dir, "roc.png"))
@@ -103,7 +122,8 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
                              os.path.join(report_dir, "distance_hist.png"))
     plots.plot_oneshot_curve(curve, os.path.join(report_dir, "oneshot_curve.png"))
     plots.plot_oneshot_examples(imageset, embeddings, tasks,
-                                os.path.join(report_dir, "oneshot_examples.png"))
+                                os.path.join(report_dir, "oneshot_examples.png"),
+                                head=head)
     test_images = np.isin(imageset.labels, test_classes)
     plots.plot_embeddings(embeddings[test_images], imageset.labels[test_images],
                           imageset.class_names, os.path.join(report_dir, "embeddings.png"))
@@ -126,27 +146,33 @@ def print_report(results):
     print(f"  {results['ways']}-way one-shot over {results['trials']} trials{group}: "
           f"model {results['oneshot_accuracy']:.4f} | pixel nearest neighbour "
           f"{results['pixel_nn_oneshot_accuracy']:.4f} | chance {results['chance']:.4f}")
+    if "val_oneshot_accuracy" in results:
+        print(f"  (validation classes, for choosing settings: {results['val_ways']}-way "
+              f"one-shot {results['val_oneshot_accuracy']:.4f})")
 
 
 def evaluate_run(run_dir, overrides, report_dir=None):
     """Reload a run folder and evaluate it, optionally on another data_dir."""
     saved = runs.read_config(run_dir)
     config = resolve(saved, overrides)
-    _, base = runs.load_models(run_dir)
+    model, base = runs.load_models(run_dir)
     trained = runs.read_json(os.path.join(run_dir, "evaluation.json"), default={})
     if config["data_dir"] != saved["data_dir"]:
         # Another folder: every class is unseen; verification pairs among all of them.
         imageset = prepare_data.load_folder(config["data_dir"], config["image_size"],
                                             config["downsample"], config["channels"],
-                                            config["max_images_per_class"])
+                                            config["max_images_per_class"],
+                                            min_images_per_class=2,
+                                            strict=config["strict"])
         splits = prepare_data.unseen_splits(imageset, config)
         config["split"] = "classes"
     else:
         imageset = prepare_data.load_dataset(config)
         splits = prepare_data.build_splits(imageset, config)
     return evaluate(run_dir, config, imageset, splits, metrics.embed(base, imageset.images),
-                    threshold=trained.get("threshold", config["margin"] / 2),
-                    report_dir=report_dir)
+                    threshold=trained.get("threshold",
+                                          siamese_network_funcs.fixed_threshold(config)),
+                    report_dir=report_dir, head=siamese_network_funcs.l1_head(model))
 
 
 def main(argv):

@@ -8,10 +8,23 @@ def embed(base, images, batch_size=256):
     return base.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
 
 
-def pair_distances(embeddings, pairs):
-    """Euclidean distance of each index pair (P, 2) -> (P,), as the distance layer."""
-    difference = embeddings[pairs[:, 0]] - embeddings[pairs[:, 1]]
-    return np.sqrt(np.maximum(np.sum(difference ** 2, axis=1), 1e-7))
+def dissimilarity(a, b, head=None):
+    """How different embeddings a and b are, over the last axis (broadcasting).
+
+    Euclidean distance, as the distance layer; or with `head` = (alpha, bias) of Koch's
+    weighted-L1 head (siamese_network_funcs.l1_head), 1 - p(same), so that for both
+    smaller means "more alike" and one threshold rule ("same" if below) serves both.
+    """
+    if head is None:
+        return np.sqrt(np.maximum(np.sum((a - b) ** 2, axis=-1), 1e-7))
+    alpha, bias = head
+    logits = np.abs(a - b) @ np.asarray(alpha, np.float64) + bias
+    return 1.0 - 1.0 / (1.0 + np.exp(-logits))
+
+
+def pair_distances(embeddings, pairs, head=None):
+    """dissimilarity of each index pair (P, 2) -> (P,)."""
+    return dissimilarity(embeddings[pairs[:, 0]], embeddings[pairs[:, 1]], head)
 
 
 def pair_accuracy(distances, labels, threshold):
@@ -106,8 +119,9 @@ def make_oneshot_trials(labels, class_ids, ways, trials, rng, groups=None):
     return queries, candidates, answers
 
 
-def oneshot_accuracy(embeddings, queries, candidates, answers):
-    """Share of tasks whose nearest candidate (Euclidean) is the query's class."""
-    query_vectors = embeddings[queries][:, None, :]
-    distances = np.sum((embeddings[candidates] - query_vectors) ** 2, axis=-1)
+def oneshot_accuracy(embeddings, queries, candidates, answers, head=None):
+    """Share of tasks whose nearest candidate (smallest dissimilarity: Euclidean, or
+    highest p(same) with Koch's head) is the query's class."""
+    distances = dissimilarity(embeddings[candidates], embeddings[queries][:, None, :],
+                              head)
     return float(np.mean(np.argmin(distances, axis=1) == answers))

@@ -20,14 +20,18 @@ def save_figure(figure, path):
 def plot_history(history, run_dir):
     """accuracy.png and loss.png: training vs validation per epoch (seed 000's plots)."""
     epochs = range(1, len(history.get("loss", [])) + 1)
-    for metric, label in (("accuracy", "Pair accuracy"), ("loss", "Loss")):
-        if metric not in history:
+    curves = {"accuracy": [("accuracy", "b-o", "Training pair accuracy"),
+                           ("val_accuracy", "r-o", "Validation pair accuracy"),
+                           ("val_oneshot", "g-s", "Validation N-way one-shot")],
+              "loss": [("loss", "b-o", "Training loss"),
+                       ("val_loss", "r-o", "Validation loss")]}
+    for metric, label in (("accuracy", "Accuracy"), ("loss", "Loss")):
+        present = [curve for curve in curves[metric] if curve[0] in history]
+        if not present:
             continue
         figure, axes = plt.subplots(figsize=(6, 4))
-        axes.plot(epochs, history[metric], "b-o", markersize=3, label=f"Training {metric}")
-        if f"val_{metric}" in history:
-            axes.plot(epochs, history[f"val_{metric}"], "r-o", markersize=3,
-                      label=f"Validation {metric}")
+        for key, style, name in present:
+            axes.plot(epochs, history[key], style, markersize=3, label=name)
         axes.set_title(f"Training and validation {metric}")
         axes.set_xlabel("Epoch")
         axes.set_ylabel(label)
@@ -77,8 +81,10 @@ def plot_oneshot_curve(curve, path):
     save_figure(figure, path)
 
 
-def plot_oneshot_examples(imageset, embeddings, tasks, path, n_examples=4):
+def plot_oneshot_examples(imageset, embeddings, tasks, path, n_examples=4, head=None):
     """A few tasks: the query, its candidates, the pick (box) and whether it was right."""
+    from metrics import dissimilarity
+
     queries, candidates, answers = (t[:n_examples] for t in tasks)
     ways = candidates.shape[1]
     shown = min(ways, 10)  # the answer and the nearest are always among those shown
@@ -86,7 +92,7 @@ def plot_oneshot_examples(imageset, embeddings, tasks, path, n_examples=4):
                                 figsize=(1.3 * (shown + 1), 1.5 * len(queries)),
                                 squeeze=False)
     for row, (query, cands, answer) in enumerate(zip(queries, candidates, answers)):
-        distances = np.linalg.norm(embeddings[cands] - embeddings[query], axis=1)
+        distances = dissimilarity(embeddings[cands], embeddings[query], head)
         pick = int(np.argmin(distances))
         order = [int(answer)] + ([pick] if pick != answer else [])
         order += [i for i in range(ways) if i not in order][:shown - len(order)]

@@ -19,11 +19,14 @@ import hashlib
 import os
 import sys
 import warnings
+import zipfile
 
 import numpy as np
 
+import metrics
 import prepare_data
 import runs
+import siamese_network_funcs
 
 
 class Matcher:
@@ -31,43 +34,64 @@ class Matcher:
 
     def __init__(self, run_dir):
         self.config = runs.read_config(run_dir)
-        _, self.base = runs.load_models(run_dir)
+        needed = ["channels", "downsample", "margin"]
+        if not self.config.get("image_size"):
+            needed.append("source_size")
+        missing = [key for key in needed if key not in self.config]
+        if missing:
+            raise ValueError(f"{os.path.join(run_dir, 'config.json')} lacks "
+                             f"{', '.join(missing)}: it comes from another version of "
+                             f"this project; retrain with this version")
+        model, self.base = runs.load_models(run_dir)
+        self.head = siamese_network_funcs.l1_head(model)  # None: Euclidean distance
         evaluation = runs.read_json(os.path.join(run_dir, "evaluation.json"), default={})
-        self.threshold = float(evaluation.get("threshold", self.config["margin"] / 2))
+        if "threshold" in evaluation:
+            self.threshold = float(evaluation["threshold"])
+        else:  # older runs have no "distance": they were all Euclidean
+            self.threshold = siamese_network_funcs.fixed_threshold(
+                {"distance": "euclidean", **self.config})
         with open(os.path.join(run_dir, "embedding.keras"), "rb") as handle:
             self.model_id = hashlib.sha1(handle.read()).hexdigest()[:12]
 
     def load(self, path):
         """One image file preprocessed exactly as in training, whatever its size or mode."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"image {path!r} does not exist")
+            what = ("is a folder, not an image file" if os.path.isdir(path)
+                    else "does not exist")
+            raise FileNotFoundError(f"image {path!r} {what}")
         size = self.config.get("image_size") or self.config["source_size"]
-        return prepare_data.load_image(path, tuple(size), self.config["downsample"],
-                                       self.config["channels"])
+        try:
+            return prepare_data.load_image(path, tuple(size), self.config["downsample"],
+                                           self.config["channels"])
+        except prepare_data.UNREADABLE as error:
+            raise ValueError(f"cannot read image {path!r} ({error}): replace or remove "
+                             f"it") from error
 
     def embed_files(self, paths):
         images = np.stack([self.load(p) for p in paths]).astype(np.float32)
         return np.asarray(self.base(images, training=False))
 
     def verify(self, path_a, path_b):
-        """Distance between two images and the decision at the calibrated threshold."""
+        """Distance between two images (1 - p(same) for Koch's head) and the decision
+        at the calibrated threshold."""
         a, b = self.embed_files([path_a, path_b])
-        distance = float(np.linalg.norm(a - b))
+        distance = float(metrics.dissimilarity(a, b, self.head))
         return {"distance": distance, "threshold": self.threshold,
                 "same": distance < self.threshold}
 
     def gallery(self, gallery_dir):
         """(embeddings, class per image, paths) of a gallery folder, from the cache
         where the files are unchanged."""
+        if not os.path.isdir(gallery_dir):
+            raise FileNotFoundError(f"gallery {gallery_dir!r} is not a folder: pass "
+                                    f"--gallery=DIR, a folder with one sub-folder of "
+                                    f"images per person or class")
         classes = prepare_data.scan_class_folders(gallery_dir)
         paths = [p for _, files in classes for p in files]
         owners = [name for name, files in classes for _ in files]
         stamps = [_stamp(p) for p in paths]
         cache = os.path.join(gallery_dir, f".siamese-cache-{self.model_id}.npz")
-        known = {}
-        if os.path.isfile(cache):
-            with np.load(cache, allow_pickle=False) as saved:
-                known = dict(zip(saved["stamps"].tolist(), saved["embeddings"]))
+        known = _read_cache(cache)
         missing = [(p, s) for p, s in zip(paths, stamps) if s not in known]
         if missing:
             vectors = self.embed_files([p for p, _ in missing])
@@ -89,12 +113,30 @@ class Matcher:
         names = list(dict.fromkeys(owners))
         results = []
         for path, query in zip(query_paths, self.embed_files(list(query_paths))):
-            distances = np.linalg.norm(embeddings - query, axis=1)
+            distances = metrics.dissimilarity(embeddings, query, self.head)
             per_class = [(name, float(distances[owners == name].min())) for name in names]
             top = sorted(per_class, key=lambda item: item[1])[:top_k]
             match = top[0][0] if top[0][1] < self.threshold else "unknown"
             results.append({"query": path, "match": match, "top": top})
         return results
+
+
+def _read_cache(cache):
+    """{stamp: embedding} from a gallery cache; {} (rebuilt) when it is absent or
+    unreadable. Never unpickles: a cache holding Python objects is refused."""
+    if not os.path.isfile(cache):
+        return {}
+    try:
+        with open(cache, "rb") as handle, np.load(handle, allow_pickle=False) as saved:
+            stamps, embeddings = saved["stamps"], saved["embeddings"]
+        if stamps.ndim != 1 or embeddings.ndim != 2 or len(stamps) != len(embeddings):
+            raise ValueError("its arrays do not match")
+        return dict(zip(stamps.tolist(), embeddings))
+    except (ValueError, OSError, KeyError, TypeError, AttributeError, EOFError,
+            zipfile.BadZipFile) as error:
+        warnings.warn(f"ignoring the unreadable gallery cache {cache} ({error}); "
+                      f"embedding the gallery again")
+        return {}
 
 
 def _stamp(path):

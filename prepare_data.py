@@ -15,6 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff",
                     ".webp", ".ppm", ".pbm")
+SYSTEM_FILES = ("thumbs.db", "desktop.ini")  # ignored silently, like hidden files
+# What reading a broken image file raises (a forged header can claim a huge size).
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
 GENUINE, IMPOSTOR = 1, 0
 
 
@@ -39,24 +42,47 @@ def is_image_file(name):
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def scan_class_folders(data_dir):
+def _skip(problem, strict):
+    """Warn that `problem` (naming a file or folder) is skipped; with strict, raise."""
+    if strict:
+        raise ValueError(f"{problem}: fix or remove it (strict=True stops at the first "
+                         f"bad file instead of skipping it)")
+    warnings.warn(f"skipping {problem}")
+
+
+def scan_class_folders(data_dir, strict=False):
     """Find the classes under `data_dir`: every folder that directly holds images.
 
     Folders may nest (Omniglot: alphabet/character/*.png); a class is named by its
     path relative to `data_dir`. Returns [(class_name, [image paths])], naturally sorted.
+    Other files in sub-folders are skipped with a warning naming them (hidden and
+    system files silently), or with `strict` raise ValueError.
     """
     if not data_dir:
         raise ValueError("data_dir is empty: set it to a folder of class folders, e.g. "
                          "--data_dir=data/att_faces (holding s1/, s2/, ...)")
+    if os.path.isfile(data_dir):
+        raise NotADirectoryError(
+            f"data_dir {data_dir!r} is a file: pass --data_dir=PATH to a folder that "
+            f"holds one sub-folder per class")
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(
             f"data_dir {data_dir!r} does not exist: download the dataset there or pass "
             f"--data_dir=PATH to a folder that holds one sub-folder per class")
+    def unreadable_folder(error):  # os.walk would skip it without a word
+        _skip(f"unreadable folder {error.filename}: {error.strerror}", strict)
+
     classes = []
-    for root, dirs, files in os.walk(data_dir):
+    for root, dirs, files in os.walk(data_dir, onerror=unreadable_folder):
         dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=_natural_key)
         images = sorted((f for f in files if is_image_file(f)), key=_natural_key)
-        if images and os.path.abspath(root) != os.path.abspath(data_dir):
+        at_top = os.path.abspath(root) == os.path.abspath(data_dir)
+        for name in sorted(files, key=_natural_key):
+            if not (at_top or is_image_file(name) or name.startswith(".")
+                    or name.lower() in SYSTEM_FILES):
+                _skip(f"{os.path.join(root, name)}: not an image file (the extensions "
+                      f"read are {' '.join(IMAGE_EXTENSIONS)})", strict)
+        if images and not at_top:
             name = os.path.relpath(root, data_dir).replace(os.sep, "/")
             classes.append((name, [os.path.join(root, f) for f in images]))
     if not classes:
@@ -76,11 +102,13 @@ def load_image(path, image_size=None, downsample=1, channels=1):
     """
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # Pillow's convert("L") clips 16-bit values; rescale to 8 bits instead.
-            wide = np.asarray(image, dtype=np.float64)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            # Pillow's convert("L") clips 16-bit, 32-bit and float values (a float
+            # image in [0, 1] turns black); rescale to 8 bits instead.
+            wide = np.nan_to_num(np.asarray(image, dtype=np.float64))
             top = wide.max() if wide.max() > 0 else 1.0
-            image = Image.fromarray((wide * (255.0 / top)).astype(np.uint8))
+            scaled = np.clip(wide * (255.0 / top), 0, 255)
+            image = Image.fromarray(scaled.astype(np.uint8))
         image = image.convert("L" if channels == 1 else "RGB")
         if image_size is not None:
             height, width = image_size
@@ -93,19 +121,27 @@ def load_image(path, image_size=None, downsample=1, channels=1):
 
 
 def load_folder(data_dir, image_size=None, downsample=1, channels=1,
-                max_images_per_class=0):
-    """Load a class-folder tree into an ImageSet (unreadable files are skipped, named)."""
+                max_images_per_class=0, min_images_per_class=1, strict=False):
+    """Load a class-folder tree into an ImageSet.
+
+    Unreadable or non-image files, and class folders left with fewer than
+    `min_images_per_class` readable images, are skipped with a warning naming them;
+    with `strict`, the first of them raises ValueError instead.
+    """
     images, labels, paths, class_names, groups = [], [], [], [], []
-    for name, files in scan_class_folders(data_dir):
+    needed = max(1, min_images_per_class)
+    for name, files in scan_class_folders(data_dir, strict):
         if max_images_per_class:
             files = files[:max_images_per_class]
         loaded = []
         for path in files:
             try:
                 loaded.append((path, load_image(path, image_size, downsample, channels)))
-            except (UnidentifiedImageError, OSError, ValueError) as error:
-                warnings.warn(f"skipping unreadable image {path}: {error}")
-        if not loaded:
+            except UNREADABLE as error:
+                _skip(f"unreadable image {path}: {error}", strict)
+        if len(loaded) < needed:
+            _skip(f"class folder {os.path.join(data_dir, name)}: it holds {len(loaded)} "
+                  f"readable image(s) and a class needs at least {needed}", strict)
             continue
         label = len(class_names)
         class_names.append(name)
@@ -115,14 +151,19 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
             labels.append(label)
             paths.append(path)
     if not images:
-        raise ValueError(f"no readable images in {data_dir!r}: check the files' formats "
+        raise ValueError(f"no class folder in {data_dir!r} holds {needed} or more "
+                         f"readable images: check the files' formats "
                          f"({', '.join(IMAGE_EXTENSIONS)})")
-    shapes = {a.shape for a in images}
-    if len(shapes) > 1:
-        example = sorted(shapes)[:3]
+    first_of_shape = {}  # (H, W, C) -> the first file of that size
+    for path, array in zip(paths, images):
+        first_of_shape.setdefault(array.shape, path)
+    if len(first_of_shape) > 1:
+        example = ", ".join(f"{path} is {shape[1]}x{shape[0]}"
+                            for shape, path in list(first_of_shape.items())[:3])
         raise ValueError(
-            f"images in {data_dir!r} have different sizes {example}: set image_size, "
-            f"e.g. --image_size=105,105, so that every image is resized to one size")
+            f"images in {data_dir!r} have different sizes ({example}, width x height): "
+            f"set image_size, e.g. --image_size=105,105, so that every image is "
+            f"resized to one size")
     if image_size is None:
         with Image.open(paths[0]) as first:
             width, height = ImageOps.exif_transpose(first).size
@@ -188,8 +229,10 @@ def load_dataset(config):
         return load_olivetti(config["downsample"])
     if name == "mnist":
         return load_mnist(config["downsample"])
+    # A class with one image gives no genuine pair: skipped, with a warning naming it.
     return load_folder(config["data_dir"], config["image_size"], config["downsample"],
-                       config["channels"], config["max_images_per_class"])
+                       config["channels"], config["max_images_per_class"],
+                       min_images_per_class=2, strict=config["strict"])
 
 
 # --- splits and pairs ------------------------------------------------------------------
@@ -341,6 +384,17 @@ def make_augmenter(image_shape, flip=False, seed=0):
     return augment
 
 
+def _pixel_gatherer(images, augment):
+    """index tensor -> float32 batch in [0, 255] (the model rescales), distorted if
+    `augment` is given, gathered from one uint8 copy of `images`."""
+    import tf_setup  # noqa: F401
+    import tensorflow as tf
+
+    pixels = tf.constant(images)
+    distort = augment or (lambda batch: batch)
+    return lambda indices: distort(tf.cast(tf.gather(pixels, indices), tf.float32))
+
+
 def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,
                  augment=None):
     """A tf.data pipeline yielding ((images_a, images_b), labels) batches.
@@ -349,19 +403,51 @@ def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,
     from the one uint8 image array, as float32 in [0, 255] (the model rescales),
     and distorted by `augment` (see make_augmenter) if given.
     """
-    import tf_setup  # noqa: F401
     import tensorflow as tf
 
-    pixels = tf.constant(images)
-    distort = augment or (lambda batch: batch)
+    pixels_of = _pixel_gatherer(images, augment)
 
     def gather(batch_pairs, batch_labels):
-        return ((distort(tf.cast(tf.gather(pixels, batch_pairs[:, 0]), tf.float32)),
-                 distort(tf.cast(tf.gather(pixels, batch_pairs[:, 1]), tf.float32))),
-                batch_labels)
+        return (pixels_of(batch_pairs[:, 0]), pixels_of(batch_pairs[:, 1])), batch_labels
 
     data = tf.data.Dataset.from_tensor_slices((pairs, labels))
     if shuffle:
         data = data.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(tf.data.AUTOTUNE)
+
+
+def pk_batches(labels, class_ids, classes_per_batch, images_per_class, n_batches, rng):
+    """The P x K sampler: `n_batches` index batches, each P classes x K images.
+
+    Each batch holds `classes_per_batch` distinct classes among `class_ids` (those with
+    at least 2 images) and `images_per_class` distinct images of each (with repeats
+    only where a class has fewer than K), so every batch has genuine and impostor
+    pairs. Returns int32 (n_batches, P * K).
+    """
+    members = [np.flatnonzero(labels == c) for c in class_ids]
+    members = [m for m in members if len(m) >= 2]
+    if len(members) < 2:
+        raise ValueError("pairing='batch' needs at least 2 classes with 2 or more "
+                         "images each in every split")
+    p = min(classes_per_batch, len(members))
+    batches = np.empty((n_batches, p * images_per_class), np.int32)
+    for b in range(n_batches):
+        chosen = rng.choice(len(members), p, replace=False)
+        batches[b] = np.concatenate([
+            rng.choice(members[c], images_per_class,
+                       replace=len(members[c]) < images_per_class) for c in chosen])
+    return batches
+
+
+def image_dataset(images, labels, index_batches, augment=None):
+    """A tf.data pipeline yielding (images, class labels) batches from index batches
+    (see pk_batches), for the in-batch losses."""
+    import tensorflow as tf
+
+    pixels_of = _pixel_gatherer(images, augment)
+    class_of = tf.constant(np.asarray(labels, np.int32))
+    data = tf.data.Dataset.from_tensor_slices(np.asarray(index_batches, np.int32))
+    data = data.map(lambda indices: (pixels_of(indices), tf.gather(class_of, indices)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)

@@ -2,6 +2,7 @@
 import json
 import os
 import time
+import zipfile
 
 RUN_FILES = ("config.json", "model.keras", "embedding.keras", "model.weights.h5",
              "model_architecture.json")
@@ -28,6 +29,28 @@ def new_run_dir(out_dir, name):
     raise RuntimeError(f"could not create a new run folder under {out_dir!r}")
 
 
+def read_history(path):
+    """history.csv (written by Keras' CSVLogger) as {column: [float per epoch]}."""
+    import csv
+
+    history = {}
+    if os.path.isfile(path):
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                for key, value in row.items():
+                    if key != "epoch":
+                        history.setdefault(key, []).append(float(value))
+    return history
+
+
+def best_logged(history, key, mode):
+    """The best value of `key` logged so far (max or min by mode), or None."""
+    values = history.get(key)
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
 def atomic_write(path, write):
     """Call write(temporary_path), then rename onto `path`: never a half-written file."""
     base, extension = os.path.splitext(path)
@@ -37,6 +60,10 @@ def atomic_write(path, write):
     try:
         write(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        if error.errno is not None and error.filename is None:
+            error.filename = path  # "No space left on device: 'runs/x/model.keras'"
+        raise
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
@@ -54,8 +81,12 @@ def read_json(path, default=None):
     """A JSON file's content, or `default` when the file does not exist."""
     if not os.path.isfile(path):
         return default
-    with open(path) as handle:
-        return json.load(handle)
+    with open(path, "rb") as handle:
+        try:
+            return json.load(handle)
+        except ValueError as error:  # not JSON, or not UTF-8 text
+            raise ValueError(f"{path} is damaged ({error}): restore it, or retrain with "
+                             f"this version of the project") from error
 
 
 def read_config(run_dir):
@@ -67,8 +98,10 @@ def read_config(run_dir):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing: {run_dir!r} is not a finished run "
                                 f"folder of train.py")
-    with open(path) as handle:
-        config = json.load(handle)
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds no settings: it comes from another version of "
+                         f"this project, or is damaged; retrain with this version")
     if isinstance(config.get("image_size"), list):
         config["image_size"] = tuple(config["image_size"])
     return config
@@ -83,8 +116,11 @@ def load_models(run_dir):
     for name in ("model.keras", "embedding.keras"):
         path = os.path.join(run_dir, name)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} is missing: retrain, or point --run_dir at "
-                                    f"a complete run folder")
+            raise FileNotFoundError(f"{path} is missing: retrain, or pass a complete "
+                                    f"run folder")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is damaged (not a .keras zip archive): retrain, "
+                             f"or restore the file")
         try:
             models.append(keras.models.load_model(path, safe_mode=True))
         except (ValueError, TypeError, OSError) as error:

@@ -9,6 +9,7 @@ import keras
 from keras import layers, ops
 
 PACKAGE = "siamese"
+HEAD_LAYER = "similarity"  # the Dense sigmoid of the weighted-L1 head
 
 # Base networks as data: conv = [(filters, kernel, max-pool after?)], then Dense layers.
 ARCHITECTURES = {
@@ -30,6 +31,11 @@ ARCHITECTURES = {
     "omniglot": dict(conv=[(32, 3, True), (64, 3, True), (64, 3, True), (128, 3, True)],
                      padding="same", batch_norm=True, global_pool=True,
                      embedding_dim=128, embedding_activation=None),
+    # Faces at about 56x46: three BatchNorm conv blocks, flattened so the embedding keeps
+    # where features are (faces are aligned), a linear 64-d embedding.
+    "faces": dict(conv=[(16, 3, True), (32, 3, True), (64, 3, True)], padding="same",
+                  batch_norm=True, conv_dropout=0.1, embedding_dim=64,
+                  embedding_activation=None),
     # The offline default on 8x8 digits.
     "digits": dict(conv=[(32, 3, True), (64, 3, True)], padding="same",
                    batch_norm=True, dense=[128], embedding_dim=50,
@@ -45,7 +51,7 @@ def build_base_network(input_shape, conv, dense=(), embedding_dim=50,
                        embedding_activation="relu", activation="relu", padding="valid",
                        pool="max", batch_norm=False, input_batch_norm=False,
                        conv_dropout=0.0, dense_dropout=0.0, global_pool=False,
-                       name="embedding"):
+                       normalize=False, name="embedding"):
     """The CNN both images go through: pixels in [0, 255] -> an embedding vector."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255.0)(inputs)
@@ -66,6 +72,8 @@ def build_base_network(input_shape, conv, dense=(), embedding_dim=50,
         if dense_dropout:
             x = layers.Dropout(dense_dropout)(x)
     outputs = layers.Dense(embedding_dim, activation=embedding_activation)(x)
+    if normalize:
+        outputs = L2Normalize(name="l2_normalize")(outputs)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -90,6 +98,18 @@ class EuclideanDistance(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AbsoluteDifference(layers.Layer):
+    """|a - b| per feature, (batch, D): the input of Koch et al.'s weighted-L1 head."""
+
+    def call(self, inputs):
+        a, b = inputs
+        return ops.abs(a - b)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
 
 
 def _labels_like(y_true, y_pred):
@@ -131,19 +151,151 @@ class DistanceAccuracy(keras.metrics.MeanMetricWrapper):
         return {"threshold": self.threshold, "name": self.name, "dtype": self.dtype}
 
 
-def build_siamese_model(input_shape, architecture="att_faces", name="siamese"):
-    """Two image inputs -> one shared base network -> Euclidean distance (batch, 1).
+# --- in-batch losses: one forward pass of a P x K batch scores all its pairs ------------
 
-    Returns (model, base); `base` maps one image to its embedding.
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class L2Normalize(layers.Layer):
+    """Scale each embedding to unit length (FaceNet), so distances lie in [0, 2]."""
+
+    def call(self, inputs):
+        return inputs / ops.sqrt(ops.maximum(ops.sum(ops.square(inputs), axis=-1,
+                                                     keepdims=True), 1e-12))
+
+
+def pairwise_distances(embeddings):
+    """Euclidean distance between every two rows: (B, D) -> (B, B), zero diagonal."""
+    squared = ops.sum(ops.square(embeddings), axis=1)
+    gram = ops.matmul(embeddings, ops.transpose(embeddings))
+    d2 = ops.maximum(squared[:, None] + squared[None, :] - 2.0 * gram, 0.0)
+    off_diagonal = 1.0 - ops.eye(ops.shape(embeddings)[0], dtype=embeddings.dtype)
+    return ops.sqrt(ops.maximum(d2, 1e-12)) * off_diagonal
+
+
+def _label_masks(y_true, embeddings):
+    """(same class, i != j) and (different class) masks as floats, (B, B) each."""
+    labels = ops.reshape(y_true, (-1,))
+    same = ops.cast(ops.equal(labels[:, None], labels[None, :]), embeddings.dtype)
+    not_self = 1.0 - ops.eye(ops.shape(labels)[0], dtype=embeddings.dtype)
+    return same * not_self, 1.0 - same
+
+
+def _masked_mean(values, mask):
+    return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BatchContrastiveLoss(keras.losses.Loss):
+    """Contrastive loss over every pair of a batch of (embedding, class label) rows.
+
+    Genuine and impostor pairs are averaged separately and weighted equally, as in a
+    balanced set of pairs: 0.5 * (mean d^2 over genuine + mean max(margin - d, 0)^2
+    over impostor). y_true holds class labels here, not pair labels.
+    """
+
+    def __init__(self, margin=1.0, name="batch_contrastive_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.margin = margin
+
+    def call(self, y_true, y_pred):
+        d = pairwise_distances(y_pred)
+        genuine, impostor = _label_masks(y_true, y_pred)
+        return 0.5 * (_masked_mean(ops.square(d), genuine) + _masked_mean(
+            ops.square(ops.maximum(self.margin - d, 0.0)), impostor))
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+
+MINING = ("semi_hard", "hard", "all")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TripletLoss(keras.losses.Loss):
+    """FaceNet's max(d(a, p) - d(a, n) + margin, 0) with triplets mined in the batch.
+
+    mining="semi_hard": for every genuine (anchor, positive), the closest negative that
+      is farther than the positive, or the farthest negative if none is (Schroff et al.
+      2015, as tf-addons' TripletSemiHardLoss); mean over all (anchor, positive).
+    mining="hard": per anchor, its farthest positive and closest negative (Hermans et
+      al. 2017 "batch hard"); mean over anchors.
+    mining="all": every valid triplet; mean over those with a positive loss.
+    """
+
+    def __init__(self, margin=0.2, mining="semi_hard", name="triplet_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if mining not in MINING:
+            raise ValueError(f"mining={mining!r} is not one of {', '.join(MINING)}")
+        self.margin = margin
+        self.mining = mining
+
+    def call(self, y_true, y_pred):
+        d = pairwise_distances(y_pred)
+        positive, negative = _label_masks(y_true, y_pred)
+        big = ops.max(d) + 1.0
+        if self.mining == "hard":
+            hardest_positive = ops.max(d * positive, axis=1)
+            hardest_negative = ops.min(d + big * (1.0 - negative), axis=1)
+            valid = ops.cast((ops.sum(positive, axis=1) > 0)
+                             & (ops.sum(negative, axis=1) > 0), d.dtype)
+            losses = ops.maximum(hardest_positive - hardest_negative + self.margin, 0.0)
+            return _masked_mean(losses, valid)
+        # (anchor, positive, negative) cube: d[a, p] - d[a, n]
+        d_ap, d_an = d[:, :, None], d[:, None, :]
+        triplets = positive[:, :, None] * negative[:, None, :]
+        if self.mining == "all":
+            losses = ops.maximum(d_ap - d_an + self.margin, 0.0)
+            return _masked_mean(losses, triplets * ops.cast(losses > 0, d.dtype))
+        farther = triplets * ops.cast(d_an > d_ap, d.dtype)
+        closest_farther = ops.min(d_an + big * (1.0 - farther), axis=2)
+        farthest = ops.max(d_an * triplets, axis=2)
+        chosen = ops.where(ops.sum(farther, axis=2) > 0, closest_farther, farthest)
+        valid = positive * ops.cast(ops.sum(negative, axis=1, keepdims=True) > 0,
+                                    d.dtype)
+        return _masked_mean(ops.maximum(d - chosen + self.margin, 0.0), valid)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin, "mining": self.mining}
+
+
+def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
+                        distance="euclidean", name="siamese"):
+    """Two image inputs -> one shared base network -> the pair's output (batch, 1):
+    distance="euclidean": the Euclidean distance of the two embeddings;
+    distance="l1_sigmoid": Koch et al.'s p(same) = sigmoid(sum_j alpha_j |a_j - b_j| + b).
+
+    Returns (model, base); `base` maps one image to its embedding (of unit length with
+    `normalize`). Training `base` alone (in-batch losses) trains `model` too.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r} is not one of "
                          f"{', '.join(ARCHITECTURES)}")
-    base = build_base_network(input_shape, **ARCHITECTURES[architecture])
+    base = build_base_network(input_shape, normalize=normalize,
+                              **ARCHITECTURES[architecture])
     image_a = keras.Input(shape=input_shape, name="image_a")
     image_b = keras.Input(shape=input_shape, name="image_b")
-    distance = EuclideanDistance(name="distance")([base(image_a), base(image_b)])
-    return keras.Model([image_a, image_b], distance, name=name), base
+    embeddings = [base(image_a), base(image_b)]
+    if distance == "l1_sigmoid":
+        output = layers.Dense(1, activation="sigmoid", name=HEAD_LAYER)(
+            AbsoluteDifference(name="l1_difference")(embeddings))
+    else:
+        output = EuclideanDistance(name="distance")(embeddings)
+    return keras.Model([image_a, image_b], output, name=name), base
+
+
+def l1_head(model):
+    """(alpha (D,), bias) of a model's weighted-L1 head, or None for Euclidean models:
+    what metrics.dissimilarity needs to score embeddings without the pair network."""
+    try:
+        kernel, bias = model.get_layer(HEAD_LAYER).get_weights()
+    except ValueError:
+        return None
+    return kernel[:, 0], float(bias[0])
+
+
+def fixed_threshold(config):
+    """The seeds' decision rule as a dissimilarity threshold (see metrics.dissimilarity):
+    d < margin/2 for Euclidean models, p > 0.5 (1 - p < 0.5) for the weighted-L1 head."""
+    return 0.5 if config["distance"] == "l1_sigmoid" else config["margin"] / 2
 
 
 def make_optimizer(name, learning_rate):
@@ -155,8 +307,27 @@ def make_optimizer(name, learning_rate):
 
 
 def compile_model(model, config):
-    """Compile with the configured loss, optimizer and the seed's accuracy at margin/2."""
+    """Compile the pair model (pairing="pairs"): contrastive loss with the seed's
+    accuracy at d < margin/2, or for the weighted-L1 head binary cross-entropy (y = 1
+    genuine) with accuracy at p > 0.5."""
+    if config["distance"] == "l1_sigmoid":
+        loss = keras.losses.BinaryCrossentropy()
+        accuracy = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.5)
+    else:
+        loss = ContrastiveLoss(margin=config["margin"])
+        accuracy = DistanceAccuracy(threshold=config["margin"] / 2)
     model.compile(optimizer=make_optimizer(config["optimizer"], config["learning_rate"]),
-                  loss=ContrastiveLoss(margin=config["margin"]),
-                  metrics=[DistanceAccuracy(threshold=config["margin"] / 2)])
+                  loss=loss, metrics=[accuracy])
     return model
+
+
+def compile_embedding(base, config):
+    """Compile the base network alone (pairing="batch") with an in-batch loss: it is
+    fitted on (images, class labels) batches."""
+    if config["loss"] == "triplet":
+        loss = TripletLoss(margin=config["triplet_margin"], mining=config["mining"])
+    else:
+        loss = BatchContrastiveLoss(margin=config["margin"])
+    base.compile(optimizer=make_optimizer(config["optimizer"], config["learning_rate"]),
+                 loss=loss)
+    return base

@@ -21,7 +21,7 @@ import plots
 import prepare_data
 import runs
 import siamese_network_funcs
-from configurator import get_config
+from configurator import defaults, get_config, parse_args, resolve
 
 
 class SaveProgress(keras.callbacks.Callback):
@@ -36,6 +36,60 @@ class SaveProgress(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         plots.plot_history(self.history, self.run_dir)
+
+
+class ValidationOneShot(keras.callbacks.Callback):
+    """Log `val_oneshot`, N-way one-shot accuracy on fixed validation tasks, each epoch
+    (Koch et al. choose their model by it); only the tasks' images are embedded."""
+
+    def __init__(self, model, base, images, tasks):
+        super().__init__()
+        queries, candidates, self.answers = tasks
+        self.pair_model, self.base = model, base
+        self.needed = np.unique(np.concatenate([queries, candidates.ravel()]))
+        self.images = images[self.needed]
+        self.queries = np.searchsorted(self.needed, queries)
+        self.candidates = np.searchsorted(self.needed, candidates)
+
+    def on_epoch_end(self, epoch, logs=None):
+        embeddings = metrics.embed(self.base, self.images)
+        logs["val_oneshot"] = metrics.oneshot_accuracy(
+            embeddings, self.queries, self.candidates, self.answers,
+            head=siamese_network_funcs.l1_head(self.pair_model))
+
+
+def training_setup(config, imageset, splits, model, base):
+    """(network to fit, training data, validation data, steps per epoch) for the
+    configured pairing.
+
+    pairing="pairs" fits the pair model on the split's pairs. pairing="batch" fits the
+    base network on P x K batches of the same classes and scores every pair inside
+    each batch; an epoch embeds as many images as in "pairs" mode (2 per pair).
+    """
+    batch = config["batch_size"]
+    augment = (prepare_data.make_augmenter(imageset.images.shape[1:], config["flip"],
+                                           config["seed"])
+               if config["augment"] else None)
+    if config["pairing"] == "pairs":
+        siamese_network_funcs.compile_model(model, config)
+        return (model,
+                prepare_data.pair_dataset(imageset.images, *splits.train, batch,
+                                          shuffle=True, seed=config["seed"],
+                                          augment=augment),
+                prepare_data.pair_dataset(imageset.images, *splits.val, batch), None)
+    siamese_network_funcs.compile_embedding(base, config)
+    rng = np.random.default_rng(config["seed"])
+    per_class = config["images_per_class"]
+    steps = max(1, 2 * len(splits.train[1]) // batch)
+    batches = {name: prepare_data.pk_batches(imageset.labels, splits.class_split[name],
+                                             batch // per_class, per_class, n, rng)
+               for name, n in (("train", steps * config["epochs"]),
+                               ("val", max(1, 2 * len(splits.val[1]) // batch)))}
+    return (base,
+            prepare_data.image_dataset(imageset.images, imageset.labels,
+                                       batches["train"], augment),
+            prepare_data.image_dataset(imageset.images, imageset.labels,
+                                       batches["val"]), steps)
 
 
 def save_run(run_dir, model, base, config):
@@ -63,59 +117,84 @@ def train(config):
           f": {len(splits.train[1])} train / {len(splits.val[1])} val / "
           f"{len(splits.test[1])} test pairs (half genuine)")
 
-    run_dir = runs.new_run_dir(config["out_dir"], config["dataset"])
-    saved_config = dict(config, source_size=imageset.source_size)
+    run_dir = config["resume"] or runs.new_run_dir(config["out_dir"], config["dataset"])
+    saved_config = dict(config, source_size=imageset.source_size, resume="")
     if saved_config["data_dir"]:
         saved_config["data_dir"] = os.path.abspath(saved_config["data_dir"])
     runs.write_json(os.path.join(run_dir, "config.json"), saved_config)
 
-    model, base = siamese_network_funcs.build_siamese_model(input_shape,
-                                                            config["architecture"])
-    siamese_network_funcs.compile_model(model, config)
-    print(f"model: {config['architecture']} base, {model.count_params():,} parameters, "
-          f"{config['loss']} loss, {config['optimizer']} lr={config['learning_rate']}")
+    model, base = siamese_network_funcs.build_siamese_model(
+        input_shape, config["architecture"],
+        normalize=config["normalize"] or config["loss"] == "triplet",
+        distance=config["distance"])
+    fitted, train_data, val_data, steps = training_setup(config, imageset, splits,
+                                                         model, base)
+    loss_name = f"{config['loss']} loss ({config['mining']} mining)" \
+        if config["loss"] == "triplet" else f"{config['loss']} loss"
+    print(f"model: {config['architecture']} base, {base.count_params():,} parameters, "
+          f"{loss_name}, pairing={config['pairing']}, {config['optimizer']} "
+          f"lr={config['learning_rate']}")
 
-    batch = config["batch_size"]
-    augment = (prepare_data.make_augmenter(input_shape, config["flip"], config["seed"])
-               if config["augment"] else None)
-    train_data = prepare_data.pair_dataset(imageset.images, *splits.train, batch,
-                                           shuffle=True, seed=config["seed"],
-                                           augment=augment)
-    val_data = prepare_data.pair_dataset(imageset.images, *splits.val, batch)
+    val_tasks = evaluate.validation_tasks(imageset, splits, config)
+    if config["monitor"] == "val_oneshot" and not val_tasks:
+        raise ValueError("monitor='val_oneshot' needs validation classes of their own: "
+                         "use --split=classes or --split=groups, or --monitor=val_loss")
     checkpoint = os.path.join(run_dir, "checkpoint.weights.h5")
+    history_csv = os.path.join(run_dir, "history.csv")
     progress = SaveProgress(run_dir)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss",
-                                        save_best_only=True, save_weights_only=True),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv")),
+    mode = "max" if config["monitor"] == "val_oneshot" else "min"
+    best_so_far = None
+    backup = os.path.join(run_dir, "backup")
+    if config["resume"]:
+        progress.history = runs.read_history(history_csv)
+        done = len(progress.history.get("loss", []))
+        if done and not os.path.isdir(backup):
+            raise ValueError(f"{run_dir} has no backup/ folder to resume from: its "
+                             f"training finished. Evaluate it with python evaluate.py "
+                             f"--run_dir={run_dir}, or start a new run")
+        best_so_far = runs.best_logged(progress.history, config["monitor"], mode)
+        print(f"resuming {run_dir} after epoch {done}")
+    callbacks = ([ValidationOneShot(model, base, imageset.images, val_tasks)]
+                 if val_tasks else [])
+    callbacks += [  # after ValidationOneShot, so they all see val_oneshot
+        # The last finished epoch (weights, optimizer, epoch number) for --resume=RUN;
+        # removed when training ends normally.
+        keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor=config["monitor"], mode=mode,
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=best_so_far),
+        keras.callbacks.CSVLogger(history_csv, append=bool(config["resume"])),
         keras.callbacks.TerminateOnNaN(),
         progress,
     ]
     if config["patience"]:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config["patience"], restore_best_weights=True))
+            monitor=config["monitor"], mode=mode, patience=config["patience"],
+            restore_best_weights=True))
 
     interrupted = False
     try:
-        model.fit(train_data, validation_data=val_data, epochs=config["epochs"],
-                  callbacks=callbacks, shuffle=False,
-                  verbose=1 if sys.stdout.isatty() else 2)  # no bar redraws in logs
+        fitted.fit(train_data, validation_data=val_data, epochs=config["epochs"],
+                   steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
+                   verbose=1 if sys.stdout.isatty() else 2)  # no bar redraws in logs
     except KeyboardInterrupt:
         interrupted = True
-        print("\ninterrupted: keeping the best checkpoint so far")
+        print(f"\ninterrupted: keeping the best checkpoint so far; continue with "
+              f"python train.py --resume={run_dir}")
     if os.path.exists(checkpoint):
-        model.load_weights(checkpoint)  # the best epoch on validation loss
+        fitted.load_weights(checkpoint)  # the best epoch on config["monitor"]
     save_run(run_dir, model, base, config)
 
-    threshold = config["margin"] / 2  # the seeds' fixed decision rule
+    threshold = siamese_network_funcs.fixed_threshold(config)  # the seeds' rule
     embeddings = metrics.embed(base, imageset.images)
+    head = siamese_network_funcs.l1_head(model)
     results = {"split": config["split"], "threshold": threshold,
                "epochs_run": len(progress.history.get("loss", [])),
                "interrupted": interrupted,
                "train_seconds": round(time.time() - started, 1)}
     for name in ("train", "val", "test"):
         pairs, labels = getattr(splits, name)
-        distances = metrics.pair_distances(embeddings, pairs)
+        distances = metrics.pair_distances(embeddings, pairs, head)
         results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
                                                                  threshold)
         results[f"n_{name}_pairs"] = int(len(labels))
@@ -124,14 +203,30 @@ def train(config):
     runs.write_json(os.path.join(run_dir, "metrics.json"), results)
     print(f"test pair accuracy at the fixed threshold {threshold:g}: "
           f"{results['test_pair_accuracy']:.4f} ({results['n_test_pairs']} pairs)")
-    evaluate.evaluate(run_dir, saved_config, imageset, splits, embeddings)
+    evaluate.evaluate(run_dir, saved_config, imageset, splits, embeddings, head=head)
     print(f"run folder: {run_dir}")
     return run_dir
 
 
+def resume_config(argv):
+    """The config of the run that --resume=RUN names; only epochs and patience may
+    change, so the data, split and pairs are those of the interrupted run."""
+    explicit = parse_args(argv)
+    run_dir = explicit.pop("resume")
+    changed = set(explicit) - {"epochs", "patience"}
+    if changed:
+        raise ValueError(f"--resume continues {run_dir} with its own settings; only "
+                         f"--epochs and --patience may change, not "
+                         f"{', '.join('--' + k for k in sorted(changed))}")
+    saved = runs.read_config(run_dir)
+    known = {k: v for k, v in saved.items() if k in defaults()}
+    return resolve(known, dict(explicit, resume=run_dir))
+
+
 def main(argv):
     try:
-        config = get_config(argv)
+        resuming = any(arg.startswith("--resume=") for arg in argv)
+        config = resume_config(argv) if resuming else get_config(argv)
         train(config)
     except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -172,9 +172,12 @@ def test_fraction_outside_zero_one_raises(argument, key):
 
 
 @pytest.mark.parametrize("key, allowed", [
-    ("split", ("classes", "pairs")),
-    ("loss", ("contrastive",)),
-    ("distance", ("euclidean",)),
+    ("split", ("classes", "groups", "pairs")),
+    ("loss", ("contrastive", "bce", "triplet")),
+    ("mining", ("semi_hard", "hard", "all")),
+    ("pairing", ("pairs", "batch")),
+    ("monitor", ("val_loss", "val_oneshot")),
+    ("distance", ("euclidean", "l1_sigmoid")),
     ("optimizer", ("rmsprop", "adam", "sgd")),
     ("dataset", tuple(configs.PRESETS)),
     ("architecture", tuple(ARCHITECTURES)),
@@ -206,3 +209,23 @@ def test_every_allowed_optimizer_can_be_built(name):
 def test_malformed_argument_raises(argument):
     with pytest.raises(ValueError, match="--key=value"):
         get_config([argument])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--loss=triplet"], "--pairing=batch"),
+    (["--distance=l1_sigmoid"], "--loss=bce"),
+    (["--loss=bce"], "l1_sigmoid"),
+    (["--distance=l1_sigmoid", "--loss=bce", "--pairing=batch"], "--pairing=pairs"),
+    (["--pairing=batch", "--split=pairs"], "split"),
+    (["--pairing=batch", "--batch_size=6", "--images_per_class=4"], "batch_size"),
+    (["--pairing=batch", "--images_per_class=1"], "images_per_class"),
+])
+def test_in_batch_settings_that_cannot_work_raise_saying_what_to_change(argv, message):
+    with pytest.raises(ValueError, match=message):
+        get_config(argv)
+
+
+def test_triplet_with_batch_pairing_resolves():
+    config = get_config(["--loss=triplet", "--pairing=batch", "--mining=hard"])
+    assert (config["loss"], config["pairing"], config["mining"]) == \
+        ("triplet", "batch", "hard")

@@ -38,3 +38,93 @@ def test_pair_accuracy_counts_same_below_the_threshold(threshold, expected):
     distances = np.array([0.1, 0.3, 0.6, 0.9, 0.2, 1.5])
     labels = np.array([1, 1, 1, 0, 0, 0], np.float32)  # 1 = genuine
     assert metrics.pair_accuracy(distances, labels, threshold) == pytest.approx(expected)
+
+
+# --- thresholds and ROC -----------------------------------------------------------------
+
+def test_best_threshold_finds_the_known_cut():
+    # Genuine pairs at 0.1-0.4, impostors at 0.6-0.9 plus one impostor at 0.3: the best
+    # cut is between 0.4 and 0.6 with 8 of 9 pairs right.
+    distances = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9, 0.3])
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0])
+    threshold, accuracy = metrics.best_threshold(distances, labels)
+    assert threshold == pytest.approx(0.5)
+    assert accuracy == pytest.approx(8 / 9)
+    assert metrics.pair_accuracy(distances, labels, threshold) == pytest.approx(accuracy)
+
+
+def test_best_threshold_never_splits_equal_distances():
+    distances = np.array([0.5, 0.5, 0.5, 0.5])
+    labels = np.array([1, 1, 0, 0])
+    threshold, accuracy = metrics.best_threshold(distances, labels)
+    assert accuracy == 0.5
+    assert metrics.pair_accuracy(distances, labels, threshold) == 0.5
+
+
+def test_roc_of_a_perfect_and_of_a_reversed_score():
+    labels = np.array([1, 1, 0, 0])
+    _, _, _, auc, eer, eer_threshold = metrics.roc(np.array([0.1, 0.2, 0.8, 0.9]), labels)
+    assert auc == 1.0 and eer == 0.0 and 0.2 <= eer_threshold <= 0.8
+    assert metrics.roc(np.array([0.9, 0.8, 0.2, 0.1]), labels)[3] == 0.0
+
+
+# --- N-way one-shot tasks ---------------------------------------------------------------
+
+def _labels_and_groups():
+    labels = np.repeat(np.arange(12), 4)  # 12 classes x 4 images
+    groups = ["alpha"] * 6 + ["beta"] * 6  # class -> its parent folder
+    return labels, groups
+
+
+@pytest.mark.parametrize("within_group", [False, True])
+def test_oneshot_tasks_have_exactly_one_candidate_of_the_query_class(within_group):
+    labels, groups = _labels_and_groups()
+    class_ids = np.arange(12)
+    queries, candidates, answers = metrics.make_oneshot_trials(
+        labels, class_ids, 5, 300, np.random.default_rng(0),
+        groups if within_group else None)
+    assert candidates.shape == (300, 5)
+    for query, row, answer in zip(queries, candidates, answers):
+        same = labels[row] == labels[query]
+        assert same.sum() == 1 and same[answer]
+        assert row[answer] != query  # the answer is another image of the class
+        assert len(set(labels[row])) == 5  # one image of each of 5 classes
+        if within_group:
+            assert len({groups[c] for c in labels[row]}) == 1
+    assert set(answers) == set(range(5))  # the answer's position varies
+
+
+def test_oneshot_tasks_mix_groups_without_within_group():
+    labels, groups = _labels_and_groups()
+    _, candidates, _ = metrics.make_oneshot_trials(labels, np.arange(12), 5, 200,
+                                                   np.random.default_rng(1))
+    mixed = [len({groups[c] for c in labels[row]}) > 1 for row in candidates]
+    assert any(mixed)
+
+
+def test_oneshot_tasks_are_deterministic_for_a_seed_and_use_only_given_classes():
+    labels, _ = _labels_and_groups()
+    class_ids = np.array([1, 3, 5, 7, 9])
+    first = metrics.make_oneshot_trials(labels, class_ids, 3, 50, np.random.default_rng(7))
+    again = metrics.make_oneshot_trials(labels, class_ids, 3, 50, np.random.default_rng(7))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert set(labels[first[1].ravel()]) <= set(class_ids)
+
+
+def test_oneshot_tasks_need_enough_classes_and_say_how_many_there_are():
+    labels, groups = _labels_and_groups()
+    with pytest.raises(ValueError, match="--ways=6"):
+        metrics.make_oneshot_trials(labels, np.arange(12), 7, 10,
+                                    np.random.default_rng(0), groups)
+
+
+def test_oneshot_accuracy_picks_the_nearest_and_with_a_head_the_most_similar():
+    embeddings = np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    queries, candidates = np.array([0]), np.array([[2, 1, 3]])
+    assert metrics.oneshot_accuracy(embeddings, queries, candidates, np.array([1])) == 1.0
+    assert metrics.oneshot_accuracy(embeddings, queries, candidates, np.array([0])) == 0.0
+    # A head whose alpha rewards differences (p grows with |a - b|) picks the farthest.
+    head = (np.array([1.0, 1.0]), 0.0)
+    assert metrics.oneshot_accuracy(embeddings, queries, candidates, np.array([2]),
+                                    head=head) == 1.0

@@ -361,3 +361,47 @@ def test_pair_dataset_shuffle_keeps_pixels_and_labels_together():
     expected = [(int(p), int(q), float(l)) for (p, q), l in zip(pairs, labels)]
     assert sorted(seen) == sorted(expected)
     assert seen != expected  # actually shuffled
+
+
+# --- the P x K sampler for in-batch losses ----------------------------------------------
+
+def test_pk_batches_hold_p_distinct_classes_of_k_distinct_images():
+    labels = np.repeat(np.arange(8), 5)  # 8 classes x 5 images
+    class_ids = np.array([0, 2, 3, 5, 6, 7])
+    batches = prepare_data.pk_batches(labels, class_ids, 4, 3, 20,
+                                      np.random.default_rng(0))
+    assert batches.shape == (20, 12) and batches.dtype == np.int32
+    for batch in batches:
+        classes, counts = np.unique(labels[batch], return_counts=True)
+        assert len(classes) == 4 and set(classes) <= set(class_ids)
+        assert np.all(counts == 3)
+        assert len(np.unique(batch)) == 12  # no image twice: 5 images >= K
+    again = prepare_data.pk_batches(labels, class_ids, 4, 3, 20, np.random.default_rng(0))
+    np.testing.assert_array_equal(batches, again)
+
+
+def test_pk_batches_repeat_images_only_for_classes_smaller_than_k():
+    labels = np.array([0, 0, 1, 1, 1, 1, 2])  # class 2 has one image: not usable
+    batches = prepare_data.pk_batches(labels, [0, 1, 2], 5, 4, 10,
+                                      np.random.default_rng(1))
+    assert batches.shape == (10, 8)  # P capped at the 2 usable classes
+    for batch in batches:
+        assert set(labels[batch]) == {0, 1}
+        assert len(np.unique(batch[labels[batch] == 1])) == 4
+
+
+def test_pk_batches_need_two_usable_classes():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        prepare_data.pk_batches(np.array([0, 0, 1]), [0, 1], 2, 2, 1,
+                                np.random.default_rng(0))
+
+
+def test_image_dataset_yields_the_batches_pixels_with_their_class_labels():
+    images = _image_index_images()
+    labels = np.arange(len(images)) % 3
+    index_batches = np.array([[0, 3, 1, 4], [2, 5, 8, 6]], np.int32)
+    batches = list(prepare_data.image_dataset(images, labels, index_batches))
+    assert len(batches) == 2
+    for (x, y), indices in zip(batches, index_batches):
+        np.testing.assert_array_equal(np.asarray(x), images[indices].astype(np.float32))
+        np.testing.assert_array_equal(np.asarray(y), labels[indices])

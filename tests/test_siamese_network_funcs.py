@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import metrics
 import siamese_network_funcs as snf
 from siamese_network_funcs import (ARCHITECTURES, ContrastiveLoss, DistanceAccuracy,
                                    EuclideanDistance, build_siamese_model)
@@ -11,6 +12,7 @@ import tensorflow as tf
 # A size each base network is meant for (the inputs its dataset preset produces).
 INPUT_SHAPES = {
     "att_faces": (56, 46, 1),  # 112x92 faces, every 2nd pixel
+    "faces": (56, 46, 1),
     "plantvillage": (112, 112, 1),
     "fruits360": (100, 100, 3),
     "mnist": (28, 28, 1),
@@ -166,7 +168,8 @@ def test_unknown_optimizer_raises():
 
 def test_compile_model_uses_the_configured_margin():
     model, _ = build_siamese_model((8, 8, 1), "digits")
-    config = {"optimizer": "sgd", "learning_rate": 0.05, "margin": 2.0}
+    config = {"optimizer": "sgd", "learning_rate": 0.05, "margin": 2.0,
+              "distance": "euclidean"}
     snf.compile_model(model, config)
     assert isinstance(model.loss, ContrastiveLoss) and model.loss.margin == 2.0
     assert isinstance(model.optimizer, keras.optimizers.SGD)
@@ -175,3 +178,180 @@ def test_compile_model_uses_the_configured_margin():
     assert [m["class_name"] for m in metrics] == ["DistanceAccuracy"]
     assert metrics[0]["config"]["threshold"] == 1.0  # margin / 2
     assert metrics[0]["config"]["name"] == "accuracy"  # history's accuracy/val_accuracy
+
+
+# --- in-batch losses against loop-by-loop NumPy references ----------------------------
+
+def _numpy_pairwise(x):
+    return np.sqrt(np.sum((x[:, None, :] - x[None, :, :]) ** 2, axis=-1))
+
+
+def _numpy_batch_contrastive(x, labels, margin):
+    d = _numpy_pairwise(x)
+    genuine, impostor = [], []
+    for i in range(len(x)):
+        for j in range(len(x)):
+            if i == j:
+                continue
+            if labels[i] == labels[j]:
+                genuine.append(d[i, j] ** 2)
+            else:
+                impostor.append(max(margin - d[i, j], 0.0) ** 2)
+    return 0.5 * (np.mean(genuine) + np.mean(impostor))
+
+
+def _numpy_triplet(x, labels, margin, mining):
+    d = _numpy_pairwise(x)
+    n = len(x)
+    positives = lambda a: [p for p in range(n) if p != a and labels[p] == labels[a]]  # noqa: E731
+    negatives = lambda a: [k for k in range(n) if labels[k] != labels[a]]  # noqa: E731
+    losses = []
+    for a in range(n):
+        if mining == "hard":
+            if positives(a) and negatives(a):
+                hardest_p = max(d[a, p] for p in positives(a))
+                hardest_n = min(d[a, k] for k in negatives(a))
+                losses.append(max(hardest_p - hardest_n + margin, 0.0))
+            continue
+        for p in positives(a):
+            if mining == "all":
+                losses += [max(d[a, p] - d[a, k] + margin, 0.0) for k in negatives(a)]
+                continue
+            farther = [d[a, k] for k in negatives(a) if d[a, k] > d[a, p]]
+            chosen = min(farther) if farther else max(d[a, k] for k in negatives(a))
+            losses.append(max(d[a, p] - chosen + margin, 0.0))
+    if mining == "all":
+        losses = [value for value in losses if value > 0]
+        return np.mean(losses) if losses else 0.0
+    return np.mean(losses)
+
+
+def _small_batch(seed=0, classes=(0, 0, 0, 1, 1, 2, 2, 2), dim=3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(len(classes), dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.array(classes, np.int32)
+
+
+def test_pairwise_distances_match_numpy_with_a_zero_diagonal():
+    x, _ = _small_batch()
+    d = np.asarray(snf.pairwise_distances(tf.constant(x)))
+    np.testing.assert_allclose(d, _numpy_pairwise(x), atol=1e-5)
+    assert np.all(np.diag(d) == 0)
+
+
+@pytest.mark.parametrize("margin", [0.5, 1.0, 2.0])
+def test_batch_contrastive_loss_matches_numpy(margin):
+    x, labels = _small_batch(seed=1)
+    loss = snf.BatchContrastiveLoss(margin=margin)(labels, x)
+    np.testing.assert_allclose(float(loss), _numpy_batch_contrastive(x, labels, margin),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("mining", ["semi_hard", "hard", "all"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_triplet_loss_matches_numpy_for_each_mining(mining, seed):
+    x, labels = _small_batch(seed=seed)
+    loss = snf.TripletLoss(margin=0.3, mining=mining)(labels, x)
+    np.testing.assert_allclose(float(loss), _numpy_triplet(x, labels, 0.3, mining),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_triplet_mining_modes_differ_on_a_hand_made_batch():
+    # Anchor 0 with positive 1 (d = 0.2) and negatives at 0.25 (semi-hard: farther than
+    # the positive, inside the margin) and 0.05 (hard: closer than the positive).
+    x = np.array([[0.0], [0.2], [0.25], [0.05]], np.float32)
+    labels = np.array([0, 0, 1, 1], np.int32)
+    losses = {m: float(snf.TripletLoss(margin=0.1, mining=m)(labels, x))
+              for m in ("semi_hard", "hard", "all")}
+    for mining, value in losses.items():
+        np.testing.assert_allclose(value, _numpy_triplet(x, labels, 0.1, mining),
+                                   rtol=1e-5)
+    # anchor 0, positive 1: semi-hard picks 0.25 -> 0.2 - 0.25 + 0.1 = 0.05
+    assert losses["semi_hard"] != losses["hard"] != losses["all"]
+
+
+def test_triplet_loss_is_zero_when_classes_are_far_apart():
+    x = np.array([[0.0, 0.0], [0.01, 0.0], [5.0, 0.0], [5.01, 0.0]], np.float32)
+    labels = np.array([1, 1, 0, 0], np.int32)
+    for mining in ("semi_hard", "hard", "all"):
+        assert float(snf.TripletLoss(margin=0.2, mining=mining)(labels, x)) == 0.0
+
+
+def test_genuine_label_convention_of_the_batch_losses():
+    # Two identical embeddings: as one class (genuine) the loss is 0, as two classes
+    # (impostor) it is the full margin^2 penalty.
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]], np.float32)
+    together = float(snf.BatchContrastiveLoss(margin=1.0)([7, 7, 3], x))
+    apart = float(snf.BatchContrastiveLoss(margin=1.0)([7, 8, 3], x))
+    np.testing.assert_allclose(together, 0.5 * (0.0 + 0.0), atol=1e-6)
+    np.testing.assert_allclose(apart, 0.5 * (1.0 / 3), atol=1e-5)
+
+
+def test_unknown_mining_raises():
+    with pytest.raises(ValueError, match="mining"):
+        snf.TripletLoss(mining="easy")
+
+
+def test_l2_normalize_gives_unit_embeddings_and_reloads(tmp_path):
+    model, base = build_siamese_model((8, 8, 1), "digits", normalize=True)
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1)).astype(np.float32)
+    norms = np.linalg.norm(base.predict(images, verbose=0), axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict([images, images[::-1]], verbose=0),
+                               model.predict([images, images[::-1]], verbose=0),
+                               rtol=1e-5)
+
+
+# --- Koch et al.'s weighted-L1 + sigmoid head ------------------------------------------
+
+def test_l1_head_output_matches_numpy_and_metrics_dissimilarity():
+    model, base = build_siamese_model((8, 8, 1), "digits", distance="l1_sigmoid")
+    rng = np.random.default_rng(3)
+    head_layer = model.get_layer(snf.HEAD_LAYER)
+    kernel = rng.normal(size=head_layer.get_weights()[0].shape).astype(np.float32)
+    head_layer.set_weights([kernel, np.array([0.3], np.float32)])
+    a = rng.integers(0, 256, (6, 8, 8, 1)).astype(np.float32)
+    b = rng.integers(0, 256, (6, 8, 8, 1)).astype(np.float32)
+    ea, eb = base.predict(a, verbose=0), base.predict(b, verbose=0)
+    expected = 1 / (1 + np.exp(-(np.abs(ea - eb) @ kernel[:, 0] + 0.3)))
+    p = model.predict([a, b], verbose=0)
+    assert p.shape == (6, 1)
+    np.testing.assert_allclose(p[:, 0], expected, rtol=1e-4)
+    alpha, bias = snf.l1_head(model)
+    np.testing.assert_allclose(metrics.dissimilarity(ea, eb, (alpha, bias)), 1 - expected,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_l1_head_is_absent_from_euclidean_models():
+    model, _ = build_siamese_model((8, 8, 1), "digits")
+    assert snf.l1_head(model) is None
+
+
+def test_l1_head_model_reloads_from_keras_file_and_json(tmp_path):
+    model, _ = build_siamese_model((8, 8, 1), "digits", distance="l1_sigmoid")
+    images = np.random.default_rng(4).integers(0, 256, (4, 8, 8, 1)).astype(np.float32)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    from_json = keras.models.model_from_json(model.to_json())
+    from_json.set_weights(model.get_weights())
+    expected = model.predict([images, images[::-1]], verbose=0)
+    for other in (reloaded, from_json):
+        np.testing.assert_allclose(other.predict([images, images[::-1]], verbose=0),
+                                   expected, rtol=1e-5)
+
+
+def test_bce_label_convention_genuine_is_one():
+    # A confident p(same) = 0.99 costs little for a genuine pair (1), much for an
+    # impostor (0), through the compiled loss of the l1_sigmoid model.
+    model, _ = build_siamese_model((8, 8, 1), "digits", distance="l1_sigmoid")
+    snf.compile_model(model, {"distance": "l1_sigmoid", "optimizer": "adam",
+                              "learning_rate": 0.001, "margin": 1.0})
+    p = np.array([[0.99]], np.float32)
+    genuine = float(model.loss(np.array([[1.0]]), p))
+    impostor = float(model.loss(np.array([[0.0]]), p))
+    np.testing.assert_allclose(genuine, -np.log(0.99), rtol=1e-3)
+    np.testing.assert_allclose(impostor, -np.log(0.01), rtol=1e-2)
