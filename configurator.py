@@ -15,6 +15,7 @@ CHOICES = {
     "mining": ("semi_hard", "hard", "all"),
     "pairing": ("pairs", "batch"),
     "monitor": ("val_loss", "val_oneshot"),
+    "distribute": ("none", "mirrored", "multi_worker"),
     "optimizer": ("rmsprop", "adam", "sgd"),
     "channels": (1, 3),
 }

@@ -402,18 +402,32 @@ def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,
     Only the index pairs are shuffled and batched; each batch's pixels are gathered
     from the one uint8 image array, as float32 in [0, 255] (the model rescales),
     and distorted by `augment` (see make_augmenter) if given.
+
+    With `shuffle`, the pipeline is endless: epoch e is the pairs in the order of a
+    stateless shuffle seeded by (seed, e), batched within the epoch, so the order is
+    the same on one device or many (tf.distribute re-traces the pipeline, which
+    reseeds a stateful shuffle). Give fit() steps_per_epoch = ceil(pairs / batch_size).
     """
     import tensorflow as tf
 
     pixels_of = _pixel_gatherer(images, augment)
+    all_pairs, all_labels = tf.constant(pairs), tf.constant(labels)
 
-    def gather(batch_pairs, batch_labels):
-        return (pixels_of(batch_pairs[:, 0]), pixels_of(batch_pairs[:, 1])), batch_labels
+    def gather(indices):
+        batch_pairs = tf.gather(all_pairs, indices)
+        return ((pixels_of(batch_pairs[:, 0]), pixels_of(batch_pairs[:, 1])),
+                tf.gather(all_labels, indices))
 
-    data = tf.data.Dataset.from_tensor_slices((pairs, labels))
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(labels)), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
     if shuffle:
-        data = data.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        batches = tf.data.Dataset.counter().flat_map(one_epoch)
+    else:
+        batches = tf.data.Dataset.range(len(labels)).batch(batch_size)
+    data = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
 
 

@@ -58,6 +58,23 @@ class ValidationOneShot(keras.callbacks.Callback):
             head=siamese_network_funcs.l1_head(self.pair_model))
 
 
+def make_strategy(name):
+    """The tf.distribute strategy for config["distribute"].
+
+    "mirrored": one replica per local GPU (or per logical device), gradients all-reduced;
+    "multi_worker": the same across the machines that the TF_CONFIG environment
+    variable lists (start this script on every machine). Keras' fit() splits each
+    global batch of batch_size between the replicas.
+    """
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()  # the default: this process's one device
+
+
 def training_setup(config, imageset, splits, model, base):
     """(network to fit, training data, validation data, steps per epoch) for the
     configured pairing.
@@ -76,7 +93,8 @@ def training_setup(config, imageset, splits, model, base):
                 prepare_data.pair_dataset(imageset.images, *splits.train, batch,
                                           shuffle=True, seed=config["seed"],
                                           augment=augment),
-                prepare_data.pair_dataset(imageset.images, *splits.val, batch), None)
+                prepare_data.pair_dataset(imageset.images, *splits.val, batch),
+                -(-len(splits.train[1]) // batch))
     siamese_network_funcs.compile_embedding(base, config)
     rng = np.random.default_rng(config["seed"])
     per_class = config["images_per_class"]
@@ -123,12 +141,17 @@ def train(config):
         saved_config["data_dir"] = os.path.abspath(saved_config["data_dir"])
     runs.write_json(os.path.join(run_dir, "config.json"), saved_config)
 
-    model, base = siamese_network_funcs.build_siamese_model(
-        input_shape, config["architecture"],
-        normalize=config["normalize"] or config["loss"] == "triplet",
-        distance=config["distance"])
-    fitted, train_data, val_data, steps = training_setup(config, imageset, splits,
-                                                         model, base)
+    strategy = make_strategy(config["distribute"])
+    with strategy.scope():  # variables are mirrored on every device of the strategy
+        model, base = siamese_network_funcs.build_siamese_model(
+            input_shape, config["architecture"],
+            normalize=config["normalize"] or config["loss"] == "triplet",
+            distance=config["distance"])
+        fitted, train_data, val_data, steps = training_setup(config, imageset, splits,
+                                                             model, base)
+    if strategy.num_replicas_in_sync > 1:
+        print(f"distribute={config['distribute']}: {strategy.num_replicas_in_sync} "
+              f"replicas share each batch of {config['batch_size']}")
     loss_name = f"{config['loss']} loss ({config['mining']} mining)" \
         if config["loss"] == "triplet" else f"{config['loss']} loss"
     print(f"model: {config['architecture']} base, {base.count_params():,} parameters, "

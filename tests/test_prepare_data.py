@@ -352,15 +352,25 @@ def test_pair_dataset_shuffle_keeps_pixels_and_labels_together():
     images = _image_index_images()
     pairs = np.array([[i, (i * 2 + 1) % 9] for i in range(9)], np.int32)
     labels = (np.arange(9) % 2).astype(np.float32)
-    seen = []
-    for (a, b), y in pair_dataset(images, pairs, labels, batch_size=4, shuffle=True,
-                                  seed=1):
-        for image_a, image_b, label in zip(np.asarray(a), np.asarray(b), np.asarray(y)):
-            seen.append((int(image_a[0, 0, 0]) // 10, int(image_b[0, 0, 0]) // 10,
-                         float(label)))
     expected = [(int(p), int(q), float(l)) for (p, q), l in zip(pairs, labels)]
-    assert sorted(seen) == sorted(expected)
-    assert seen != expected  # actually shuffled
+    epochs = []
+    batches = pair_dataset(images, pairs, labels, batch_size=4, shuffle=True, seed=1)
+    batch_sizes = []
+    for (a, b), y in batches.take(6):  # endless: two epochs of 4 + 4 + 1 pairs
+        batch_sizes.append(len(y))
+        if len(batch_sizes) in (1, 4):
+            epochs.append([])
+        for image_a, image_b, label in zip(np.asarray(a), np.asarray(b), np.asarray(y)):
+            epochs[-1].append((int(image_a[0, 0, 0]) // 10, int(image_b[0, 0, 0]) // 10,
+                               float(label)))
+    assert batch_sizes == [4, 4, 1, 4, 4, 1]  # batches never straddle two epochs
+    for seen in epochs:
+        assert sorted(seen) == sorted(expected)
+        assert seen != expected  # actually shuffled
+    assert epochs[0] != epochs[1]  # a new order each epoch
+    again = pair_dataset(images, pairs, labels, batch_size=4, shuffle=True, seed=1)
+    first_again = np.concatenate([np.asarray(y) for _, y in again.take(3)])
+    np.testing.assert_array_equal(first_again, [label for *_, label in epochs[0]])
 
 
 # --- the P x K sampler for in-batch losses ----------------------------------------------
