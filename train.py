@@ -204,12 +204,21 @@ def train(config):
         interrupted = True
         print(f"\ninterrupted: keeping the best checkpoint so far; continue with "
               f"python train.py --resume={run_dir}")
+    losses = progress.history.get("loss", [])
+    if losses and not np.isfinite(losses[-1]):
+        print("the loss became NaN, so training stopped: keeping the best checkpoint "
+              "so far; a lower --learning_rate may train further")
     if os.path.exists(checkpoint):
         fitted.load_weights(checkpoint)  # the best epoch on config["monitor"]
     save_run(run_dir, model, base, config)
 
     threshold = siamese_network_funcs.fixed_threshold(config)  # the seeds' rule
     embeddings = metrics.embed(base, imageset.images)
+    if not np.all(np.isfinite(embeddings)):
+        raise RuntimeError(
+            f"training diverged: the network kept in {run_dir} outputs NaN or infinite "
+            f"values, so it cannot be evaluated or used. Lower --learning_rate (now "
+            f"{config['learning_rate']:g}) and train again")
     head = siamese_network_funcs.l1_head(model)
     results = {"split": config["split"], "threshold": threshold,
                "epochs_run": len(progress.history.get("loss", [])),

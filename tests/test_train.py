@@ -217,6 +217,14 @@ def test_second_run_gets_a_new_folder_and_the_same_split(trained):
     for key in ("test_classes", "val_classes", "train_classes", "n_test_pairs",
                 "n_val_pairs", "n_train_pairs"):
         assert one[key] == two[key], key
+    # Same seed on the CPU: the same training, so the same figures.
+    for key in ("train_pair_accuracy", "val_pair_accuracy", "test_pair_accuracy"):
+        assert one[key] == pytest.approx(two[key], abs=1e-6), key
+    with open(os.path.join(first, "history.csv")) as a, \
+            open(os.path.join(second, "history.csv")) as b:
+        first_losses = [float(row["loss"]) for row in csv.DictReader(a)]
+        second_losses = [float(row["loss"]) for row in csv.DictReader(b)]
+    np.testing.assert_allclose(first_losses, second_losses, rtol=1e-5)
 
 
 def test_main_reports_a_bad_setting_without_a_traceback(tmp_path, capsys):
@@ -313,3 +321,37 @@ def test_ctrl_c_keeps_a_usable_run_that_resume_continues(tmp_path, monkeypatch, 
 def test_resume_refuses_changing_the_data_settings(tmp_path, capsys):
     assert train.main([f"--resume={tmp_path}", "--split=pairs"]) == 2
     assert "--split" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path,
+                                                                   monkeypatch, capsys):
+    # After the first epoch the learning rate explodes, so the second epoch's loss
+    # becomes NaN: training stops and the first epoch's weights are what is saved.
+    original = train.SaveProgress.on_epoch_end
+
+    def explode(self, epoch, logs=None):
+        original(self, epoch, logs)
+        self.model.optimizer.learning_rate.assign(1e30)
+
+    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", explode)
+    run_dir = train.train(_config(tmp_path))
+    assert "loss became NaN" in capsys.readouterr().out
+    model = keras.models.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    from_checkpoint = keras.models.load_model(os.path.join(run_dir, "model.keras"),
+                                              safe_mode=True)
+    from_checkpoint.load_weights(os.path.join(run_dir, "checkpoint.weights.h5"))
+    for saved, good in zip(model.get_weights(), from_checkpoint.get_weights()):
+        np.testing.assert_array_equal(saved, good)
+    with open(os.path.join(run_dir, "history.csv")) as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    assert np.isfinite(losses[0]) and np.isnan(losses[-1])
+
+
+def test_a_diverged_network_is_a_clear_error(tmp_path, capsys):
+    code = train.main([f"--out_dir={tmp_path}", "--optimizer=sgd",
+                       "--learning_rate=1e30", "--epochs=2",
+                       "--total_sample_size=500"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "--learning_rate" in err and "Traceback" not in err
