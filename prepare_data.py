@@ -363,21 +363,33 @@ def make_augmenter(image_shape, flip=False, seed=0):
     import tensorflow as tf
 
     height, width = image_shape[:2]
+    generator = tf.random.Generator.from_seed(seed)
+
+    def shear_about_centre(batch):
+        # Keras' RandomShear shears about the image corner, which also shifts the
+        # content by up to 0.3 x the image size; Koch's shear keeps the centre fixed.
+        # Output pixel (x, y) reads input (x + sx (y - cy), y + sy (x - cx)).
+        n = tf.shape(batch)[0]
+        sx, sy = (generator.uniform([n], -0.3, 0.3) for _ in range(2))
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        one, zero = tf.ones([n]), tf.zeros([n])
+        transforms = tf.stack([one, sx, -sx * cy, sy, one, -sy * cx, zero, zero], axis=1)
+        return keras.ops.image.affine_transform(batch, transforms, fill_mode="nearest")
+
     distortions = [
         keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed),
-        keras.layers.RandomShear(x_factor=0.3, y_factor=0.3,  # sign drawn too
-                                 fill_mode="nearest", seed=seed + 1),
+        shear_about_centre,
         keras.layers.RandomZoom((-0.2, 0.2), fill_mode="nearest", seed=seed + 2),
         keras.layers.RandomTranslation(2 / height, 2 / width, fill_mode="nearest",
                                        seed=seed + 3),
     ]
     if flip:
         distortions.append(keras.layers.RandomFlip("horizontal", seed=seed + 4))
-    generator = tf.random.Generator.from_seed(seed)
 
     def augment(batch):
         for distortion in distortions:
-            changed = distortion(batch, training=True)
+            changed = (distortion(batch, training=True)
+                       if isinstance(distortion, keras.layers.Layer) else distortion(batch))
             chosen = generator.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
             batch = tf.where(chosen, changed, batch)
         return batch

@@ -20,6 +20,10 @@ ARCHITECTURES = {
     "plantvillage": dict(conv=[(16, 3, True), (32, 3, True), (16, 3, True)],
                          conv_dropout=0.25, dense=[128], dense_dropout=0.1,
                          embedding_dim=50),
+    # Koch et al. 2015 as published, for 105x105 input: conv 64@10x10, 128@7x7,
+    # 128@4x4 (each max-pooled), 256@4x4, Dense 4096 sigmoid, the paper's initialisation.
+    "koch": dict(conv=[(64, 10, True), (128, 7, True), (128, 4, True), (256, 4, False)],
+                 embedding_dim=4096, embedding_activation="sigmoid", koch_init=True),
     # Seed 003 (Fruits-360): Koch's four conv layers, Dense 4096 sigmoid.
     "fruits360": dict(conv=[(64, 10, True), (128, 7, True), (128, 4, True),
                             (256, 4, False)],
@@ -51,14 +55,26 @@ def build_base_network(input_shape, conv, dense=(), embedding_dim=50,
                        embedding_activation="relu", activation="relu", padding="valid",
                        pool="max", batch_norm=False, input_batch_norm=False,
                        conv_dropout=0.0, dense_dropout=0.0, global_pool=False,
-                       normalize=False, name="embedding"):
-    """The CNN both images go through: pixels in [0, 255] -> an embedding vector."""
+                       normalize=False, koch_init=False, name="embedding"):
+    """The CNN both images go through: pixels in [0, 255] -> an embedding vector.
+
+    koch_init: Koch et al.'s initialisation, conv weights N(0, 0.01), dense weights
+    N(0, 0.2), biases N(0.5, 0.01); otherwise Keras' defaults (Glorot uniform, zeros).
+    """
+    init = keras.initializers
+    conv_init = (dict(kernel_initializer=init.RandomNormal(0.0, 1e-2),
+                      bias_initializer=init.RandomNormal(0.5, 1e-2))
+                 if koch_init else {})
+    dense_init = (dict(kernel_initializer=init.RandomNormal(0.0, 2e-1),
+                       bias_initializer=init.RandomNormal(0.5, 1e-2))
+                  if koch_init else {})
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255.0)(inputs)
     if input_batch_norm:
         x = layers.BatchNormalization()(x)
     for filters, kernel, pool_after in conv:
-        x = layers.Conv2D(filters, kernel, padding=padding, use_bias=not batch_norm)(x)
+        x = layers.Conv2D(filters, kernel, padding=padding, use_bias=not batch_norm,
+                          **conv_init)(x)
         if batch_norm:
             x = layers.BatchNormalization()(x)
         x = layers.Activation(activation)(x)
@@ -71,7 +87,8 @@ def build_base_network(input_shape, conv, dense=(), embedding_dim=50,
         x = layers.Dense(units, activation="relu")(x)
         if dense_dropout:
             x = layers.Dropout(dense_dropout)(x)
-    outputs = layers.Dense(embedding_dim, activation=embedding_activation)(x)
+    outputs = layers.Dense(embedding_dim, activation=embedding_activation,
+                           **dense_init)(x)
     if normalize:
         outputs = L2Normalize(name="l2_normalize")(outputs)
     return keras.Model(inputs, outputs, name=name)

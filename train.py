@@ -135,6 +135,20 @@ def train(config):
           f": {len(splits.train[1])} train / {len(splits.val[1])} val / "
           f"{len(splits.test[1])} test pairs (half genuine)")
 
+    val_tasks = evaluate.validation_tasks(imageset, splits, config)
+    if config["monitor"] == "val_oneshot" and not val_tasks:
+        raise ValueError("monitor='val_oneshot' needs validation classes of their own: "
+                         "use --split=classes or --split=groups, or --monitor=val_loss")
+    history = {}
+    if config["resume"]:
+        history = runs.read_history(os.path.join(config["resume"], "history.csv"))
+        done = len(history.get("loss", []))
+        if done and not os.path.isdir(os.path.join(config["resume"], "backup")):
+            raise ValueError(f"{config['resume']} has no backup/ folder to resume from: "
+                             f"its training finished. Evaluate it with python "
+                             f"evaluate.py --run_dir={config['resume']}, or start a new run")
+        print(f"resuming {config['resume']} after epoch {done}")
+
     run_dir = config["resume"] or runs.new_run_dir(config["out_dir"], config["dataset"])
     saved_config = dict(config, source_size=imageset.source_size, resume="")
     if saved_config["data_dir"]:
@@ -158,35 +172,23 @@ def train(config):
           f"{loss_name}, pairing={config['pairing']}, {config['optimizer']} "
           f"lr={config['learning_rate']}")
 
-    val_tasks = evaluate.validation_tasks(imageset, splits, config)
-    if config["monitor"] == "val_oneshot" and not val_tasks:
-        raise ValueError("monitor='val_oneshot' needs validation classes of their own: "
-                         "use --split=classes or --split=groups, or --monitor=val_loss")
     checkpoint = os.path.join(run_dir, "checkpoint.weights.h5")
-    history_csv = os.path.join(run_dir, "history.csv")
     progress = SaveProgress(run_dir)
+    progress.history = history
     mode = "max" if config["monitor"] == "val_oneshot" else "min"
-    best_so_far = None
-    backup = os.path.join(run_dir, "backup")
-    if config["resume"]:
-        progress.history = runs.read_history(history_csv)
-        done = len(progress.history.get("loss", []))
-        if done and not os.path.isdir(backup):
-            raise ValueError(f"{run_dir} has no backup/ folder to resume from: its "
-                             f"training finished. Evaluate it with python evaluate.py "
-                             f"--run_dir={run_dir}, or start a new run")
-        best_so_far = runs.best_logged(progress.history, config["monitor"], mode)
-        print(f"resuming {run_dir} after epoch {done}")
+    best_so_far = runs.best_logged(history, config["monitor"], mode)  # on --resume
     callbacks = ([ValidationOneShot(model, base, imageset.images, val_tasks)]
                  if val_tasks else [])
     callbacks += [  # after ValidationOneShot, so they all see val_oneshot
         # The last finished epoch (weights, optimizer, epoch number) for --resume=RUN;
         # removed when training ends normally.
-        keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
+                                         double_checkpoint=True),
         keras.callbacks.ModelCheckpoint(checkpoint, monitor=config["monitor"], mode=mode,
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best_so_far),
-        keras.callbacks.CSVLogger(history_csv, append=bool(config["resume"])),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"),
+                                  append=bool(config["resume"])),
         keras.callbacks.TerminateOnNaN(),
         progress,
     ]

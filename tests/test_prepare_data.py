@@ -415,3 +415,28 @@ def test_image_dataset_yields_the_batches_pixels_with_their_class_labels():
     for (x, y), indices in zip(batches, index_batches):
         np.testing.assert_array_equal(np.asarray(x), images[indices].astype(np.float32))
         np.testing.assert_array_equal(np.asarray(y), labels[indices])
+
+
+# --- Koch's affine distortions ----------------------------------------------------------
+
+def test_augmenter_applies_each_distortion_with_probability_half_within_range():
+    # A bright 4x4 square in the centre of a 32x32 image: rotation, shear and scale
+    # about the centre keep its centroid near the centre, translation moves it by at
+    # most 2 pixels. An image escapes all four distortions with probability 1/16.
+    image = np.zeros((32, 32, 1), np.float32)
+    image[14:18, 14:18] = 255.0
+    batch = np.repeat(image[None], 400, axis=0)
+    augment = prepare_data.make_augmenter((32, 32, 1), flip=False, seed=3)
+    out = np.asarray(augment(batch))
+    assert out.shape == batch.shape
+    unchanged = np.all(np.isclose(out, batch, atol=1e-3), axis=(1, 2, 3))
+    assert 8 <= unchanged.sum() <= 45, unchanged.sum()  # expected 25 of 400
+    rows, cols = np.mgrid[:32, :32]
+    mass = out[..., 0].sum(axis=(1, 2))
+    centre_r = (out[..., 0] * rows).sum(axis=(1, 2)) / mass
+    centre_c = (out[..., 0] * cols).sum(axis=(1, 2)) / mass
+    shift = np.hypot(centre_r - 15.5, centre_c - 15.5)
+    assert shift.max() <= 2 * np.sqrt(2) + 0.75
+    assert np.mean(shift > 0.5) > 0.2  # translation is applied to many images
+    again = np.asarray(prepare_data.make_augmenter((32, 32, 1), seed=3)(batch))
+    np.testing.assert_allclose(again, out)  # seeded

@@ -15,6 +15,7 @@ INPUT_SHAPES = {
     "faces": (56, 46, 1),
     "plantvillage": (112, 112, 1),
     "fruits360": (100, 100, 3),
+    "koch": (105, 105, 1),
     "mnist": (28, 28, 1),
     "omniglot": (52, 52, 1),
     "digits": (8, 8, 1),
@@ -355,3 +356,16 @@ def test_bce_label_convention_genuine_is_one():
     impostor = float(model.loss(np.array([[0.0]]), p))
     np.testing.assert_allclose(genuine, -np.log(0.99), rtol=1e-3)
     np.testing.assert_allclose(impostor, -np.log(0.01), rtol=1e-2)
+
+
+def test_koch_architecture_follows_the_paper():
+    base = snf.build_base_network((105, 105, 1), **ARCHITECTURES["koch"])
+    convs = [l for l in base.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [(c.filters, c.kernel_size) for c in convs] == [
+        (64, (10, 10)), (128, (7, 7)), (128, (4, 4)), (256, (4, 4))]
+    assert len([l for l in base.layers if isinstance(l, keras.layers.MaxPooling2D)]) == 3
+    assert base.output_shape == (None, 4096)
+    kernel, bias = convs[0].get_weights()
+    assert abs(kernel.std() - 1e-2) < 2e-3 and abs(bias.mean() - 0.5) < 5e-3
+    dense_kernel, dense_bias = base.layers[-1].get_weights()
+    assert abs(dense_kernel.std() - 0.2) < 0.01 and abs(dense_bias.mean() - 0.5) < 5e-3
