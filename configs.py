@@ -98,8 +98,9 @@ PRESETS = {
     # The same 40 people, fetched (once) by scikit-learn as 64x64 images.
     "olivetti": dict(
         data_dir="", architecture="att_faces", channels=1, image_size=None,
-        downsample=1, total_sample_size=10000, test_fraction=0.25, val_fraction=0.25,
-        optimizer="rmsprop", learning_rate=0.001, epochs=60, batch_size=128, patience=8,
+        downsample=1, total_sample_size=10000, split="pairs", test_fraction=0.25,
+        val_fraction=0.25, optimizer="rmsprop", learning_rate=0.001, epochs=13,
+        batch_size=128, patience=5,
     ),
     # Seed 000: PlantVillage class folders, 224 -> 112 px grey, conv 16-32-16,
     # Dense 128 -> 50, RMSprop, batch 256, 20 epochs, early stopping patience 3.
