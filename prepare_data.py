@@ -408,7 +408,7 @@ def _pixel_gatherer(images, augment):
 
 
 def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,
-                 augment=None):
+                 augment=None, first_epoch=0):
     """A tf.data pipeline yielding ((images_a, images_b), labels) batches.
 
     Only the index pairs are shuffled and batched; each batch's pixels are gathered
@@ -418,7 +418,8 @@ def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,
     With `shuffle`, the pipeline is endless: epoch e is the pairs in the order of a
     stateless shuffle seeded by (seed, e), batched within the epoch, so the order is
     the same on one device or many (tf.distribute re-traces the pipeline, which
-    reseeds a stateful shuffle). Give fit() steps_per_epoch = ceil(pairs / batch_size).
+    reseeds a stateful shuffle). Give fit() steps_per_epoch = ceil(pairs / batch_size);
+    a resumed run starts at `first_epoch`, so it sees the orders it had not seen yet.
     """
     import tensorflow as tf
 
@@ -436,7 +437,7 @@ def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     if shuffle:
-        batches = tf.data.Dataset.counter().flat_map(one_epoch)
+        batches = tf.data.Dataset.counter(start=first_epoch).flat_map(one_epoch)
     else:
         batches = tf.data.Dataset.range(len(labels)).batch(batch_size)
     data = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)

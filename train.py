@@ -75,13 +75,14 @@ def make_strategy(name):
     return tf.distribute.get_strategy()  # the default: this process's one device
 
 
-def training_setup(config, imageset, splits, model, base):
+def training_setup(config, imageset, splits, model, base, first_epoch=0):
     """(network to fit, training data, validation data, steps per epoch) for the
     configured pairing.
 
     pairing="pairs" fits the pair model on the split's pairs. pairing="batch" fits the
     base network on P x K batches of the same classes and scores every pair inside
     each batch; an epoch embeds as many images as in "pairs" mode (2 per pair).
+    A resumed run's data starts at `first_epoch`, where the interrupted run stopped.
     """
     batch = config["batch_size"]
     augment = (prepare_data.make_augmenter(imageset.images.shape[1:], config["flip"],
@@ -92,7 +93,7 @@ def training_setup(config, imageset, splits, model, base):
         return (model,
                 prepare_data.pair_dataset(imageset.images, *splits.train, batch,
                                           shuffle=True, seed=config["seed"],
-                                          augment=augment),
+                                          augment=augment, first_epoch=first_epoch),
                 prepare_data.pair_dataset(imageset.images, *splits.val, batch),
                 -(-len(splits.train[1]) // batch))
     siamese_network_funcs.compile_embedding(base, config)
@@ -105,7 +106,7 @@ def training_setup(config, imageset, splits, model, base):
                                ("val", max(1, 2 * len(splits.val[1]) // batch)))}
     return (base,
             prepare_data.image_dataset(imageset.images, imageset.labels,
-                                       batches["train"], augment),
+                                       batches["train"][first_epoch * steps:], augment),
             prepare_data.image_dataset(imageset.images, imageset.labels,
                                        batches["val"]), steps)
 
@@ -161,8 +162,9 @@ def train(config):
             input_shape, config["architecture"],
             normalize=config["normalize"] or config["loss"] == "triplet",
             distance=config["distance"])
-        fitted, train_data, val_data, steps = training_setup(config, imageset, splits,
-                                                             model, base)
+        fitted, train_data, val_data, steps = training_setup(
+            config, imageset, splits, model, base,
+            first_epoch=len(history.get("loss", [])))
     if strategy.num_replicas_in_sync > 1:
         print(f"distribute={config['distribute']}: {strategy.num_replicas_in_sync} "
               f"replicas share each batch of {config['batch_size']}")
