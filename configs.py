@@ -55,6 +55,7 @@ monitor = "val_loss"  # what "progress" and the kept checkpoint mean: val_loss, 
 #                       val_oneshot (N-way one-shot accuracy on the validation classes)
 seed = 1337  # one seed drives the split, the pairs, shuffling and initialisation
 distribute = "none"  # none | mirrored (all local GPUs) | multi_worker (hosts in TF_CONFIG)
+jit_compile = False  # XLA; measured slower on 2-core CPUs (benchmarks/pipeline.py)
 
 # --- evaluation (evaluate.py; train.py reports the same at the end) ----------------
 ways = 0  # N-way one-shot: 0 = 20 where the test split has >= 20 classes, else all

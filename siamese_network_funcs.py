@@ -334,7 +334,8 @@ def compile_model(model, config):
         loss = ContrastiveLoss(margin=config["margin"])
         accuracy = DistanceAccuracy(threshold=config["margin"] / 2)
     model.compile(optimizer=make_optimizer(config["optimizer"], config["learning_rate"]),
-                  loss=loss, metrics=[accuracy])
+                  loss=loss, metrics=[accuracy],
+                  jit_compile=config.get("jit_compile", False))
     return model
 
 
@@ -346,5 +347,5 @@ def compile_embedding(base, config):
     else:
         loss = BatchContrastiveLoss(margin=config["margin"])
     base.compile(optimizer=make_optimizer(config["optimizer"], config["learning_rate"]),
-                 loss=loss)
+                 loss=loss, jit_compile=config.get("jit_compile", False))
     return base
