@@ -318,20 +318,27 @@ def training(args):
     for size, (architecture, shape) in SIZES.items():
         for n_pairs in args.pairs:
             array_gb, need_gb = seed_need_gb(n_pairs, shape)
-            found = {}
-            for approach in ("seed", "ours"):
-                cell = dict(approach=approach, size=size, pairs=n_pairs,
-                            steps=args.steps, batch_size=args.batch_size,
-                            data_dir=args.data_dir)
-                result = run_or_skip(cell, need_gb, args.max_gb)
-                print(table_row((size, architecture, f"{n_pairs:,}", approach), result),
-                      flush=True)
-                if "pairs_per_s" in result:
-                    found[approach] = result
-                    sources.setdefault(size, result["source"])
-                if approach == "seed":
-                    result.update(array_gb=array_gb, estimated_peak_gb=need_gb)
-                cells.append(dict(cell, **result))
+            runs_of = {"seed": [], "ours": []}
+            # Alternate the two approaches --repeats times: the machine's speed drifts
+            # by tens of percent between minutes, which one run of each cannot separate.
+            for _ in range(args.repeats):
+                for approach in ("seed", "ours"):
+                    cell = dict(approach=approach, size=size, pairs=n_pairs,
+                                steps=args.steps, batch_size=args.batch_size,
+                                data_dir=args.data_dir)
+                    result = run_or_skip(cell, need_gb, args.max_gb)
+                    print(table_row((size, architecture, f"{n_pairs:,}", approach),
+                                    result), flush=True)
+                    if "pairs_per_s" in result:
+                        runs_of[approach].append(result)
+                        sources.setdefault(size, result["source"])
+                    if approach == "seed":
+                        result.update(array_gb=array_gb, estimated_peak_gb=need_gb)
+                    cells.append(dict(cell, **result))
+            found = {approach: dict(results[0], pairs_per_s=statistics.median(
+                         r["pairs_per_s"] for r in results),
+                         peak_rss_mb=max(r["peak_rss_mb"] for r in results))
+                     for approach, results in runs_of.items() if results}
             if "ours" in found:
                 comparisons.append(compare(size, n_pairs, found, need_gb))
     print("ours/seed: pairs/s above 1x = ours faster; peak RSS below 1x = ours smaller")
@@ -421,6 +428,9 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=40,
                         help="timed training steps, after one warm-up step")
     parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run each cell this many times, alternating seed and ours; "
+                             "the ratio uses the median pairs/s and the largest peak RSS")
     parser.add_argument("--max_gb", type=float, default=12.0,
                         help="skip seed cells whose estimated peak RSS is above this")
     parser.add_argument("--embed_images", type=int, default=10000)
