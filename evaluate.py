@@ -31,14 +31,14 @@ def default_ways(n_classes):
     return min(20, n_classes)
 
 
-def oneshot(embeddings, imageset, class_ids, ways, trials, seed, within_group,
+def oneshot(embeddings, pixels, imageset, class_ids, ways, trials, seed, within_group,
             head=None):
-    """N-way one-shot accuracy of the model and of pixel nearest neighbour, same tasks."""
+    """N-way one-shot accuracy of the model and of pixel nearest neighbour (`pixels`:
+    the images flattened), on the same tasks."""
     rng = np.random.default_rng(seed)
     groups = imageset.groups if within_group else None
     tasks = metrics.make_oneshot_trials(imageset.labels, class_ids, ways, trials, rng,
                                         groups)
-    pixels = imageset.images.reshape(len(imageset.images), -1).astype(np.float32)
     return (metrics.oneshot_accuracy(embeddings, *tasks, head=head),
             metrics.oneshot_accuracy(pixels, *tasks), tasks)
 
@@ -93,7 +93,9 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
 
     test_classes = splits.class_split["test"]
     ways = config["ways"] or default_ways(len(test_classes))
-    model_acc, pixel_acc, tasks = oneshot(embeddings, imageset, test_classes, ways,
+    pixels = imageset.images.reshape(len(imageset.images), -1).astype(np.float32)
+    model_acc, pixel_acc, tasks = oneshot(embeddings, pixels, imageset, test_classes,
+                                          ways,
                                           config["trials"], config["seed"],
                                           config["within_group"], head)
     results.update(oneshot_accuracy=model_acc, pixel_nn_oneshot_accuracy=pixel_acc,
@@ -102,7 +104,7 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
                    test_classes=[imageset.class_names[c] for c in test_classes])
     curve = {"ways": [], "model": [], "pixel_nn": []}
     for n in sorted(set(np.linspace(2, ways, num=min(ways - 1, 10)).astype(int))):
-        model_n, pixel_n, _ = oneshot(embeddings, imageset, test_classes, n,
+        model_n, pixel_n, _ = oneshot(embeddings, pixels, imageset, test_classes, n,
                                       config["trials"], config["seed"],
                                       config["within_group"], head)
         curve["ways"].append(int(n))

@@ -358,6 +358,8 @@ def make_augmenter(image_shape, flip=False, seed=0):
     applied to an image with probability 0.5; with `flip`, also random left-right
     mirroring (right for faces, wrong for characters).
     """
+    import functools
+
     import tf_setup  # noqa: F401
     import keras
     import tensorflow as tf
@@ -376,20 +378,24 @@ def make_augmenter(image_shape, flip=False, seed=0):
         transforms = tf.stack([one, sx, -sx * cy, sy, one, -sy * cx, zero, zero], axis=1)
         return keras.ops.image.affine_transform(batch, transforms, fill_mode="nearest")
 
+    def training(layer):  # preprocessing layers distort only when training=True
+        return functools.partial(layer, training=True)
+
     distortions = [
-        keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed),
+        training(keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed)),
         shear_about_centre,
-        keras.layers.RandomZoom((-0.2, 0.2), fill_mode="nearest", seed=seed + 2),
-        keras.layers.RandomTranslation(2 / height, 2 / width, fill_mode="nearest",
-                                       seed=seed + 3),
+        training(keras.layers.RandomZoom((-0.2, 0.2), fill_mode="nearest",
+                                         seed=seed + 2)),
+        training(keras.layers.RandomTranslation(2 / height, 2 / width,
+                                                fill_mode="nearest", seed=seed + 3)),
     ]
     if flip:
-        distortions.append(keras.layers.RandomFlip("horizontal", seed=seed + 4))
+        distortions.append(training(keras.layers.RandomFlip("horizontal",
+                                                            seed=seed + 4)))
 
     def augment(batch):
         for distortion in distortions:
-            changed = (distortion(batch, training=True)
-                       if isinstance(distortion, keras.layers.Layer) else distortion(batch))
+            changed = distortion(batch)
             chosen = generator.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
             batch = tf.where(chosen, changed, batch)
         return batch

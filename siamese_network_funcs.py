@@ -332,7 +332,7 @@ def compile_model(model, config):
         accuracy = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.5)
     else:
         loss = ContrastiveLoss(margin=config["margin"])
-        accuracy = DistanceAccuracy(threshold=config["margin"] / 2)
+        accuracy = DistanceAccuracy(threshold=fixed_threshold(config))
     model.compile(optimizer=make_optimizer(config["optimizer"], config["learning_rate"]),
                   loss=loss, metrics=[accuracy],
                   jit_compile=config.get("jit_compile", False))
