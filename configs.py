@@ -36,14 +36,19 @@ distance = "euclidean"  # output: Euclidean distance between the two embeddings
 loss = "contrastive"  # y*d^2 + (1-y)*max(margin-d, 0)^2, y = 1 for a genuine pair
 #                       "bce": binary cross-entropy on p(same) (with l1_sigmoid)
 #                       "triplet": FaceNet's max(d(a,p) - d(a,n) + triplet_margin, 0)
+#                       "supcon": supervised contrastive, a softmax over the batch that
+#                       asks each image to pick out its own class (Khosla et al. 2020)
 margin = 1.0  # contrastive margin; pairs with d < margin/2 count as "same"
-normalize = False  # L2-normalise embeddings (always on with loss="triplet")
+normalize = False  # L2-normalise embeddings (always on with triplet and supcon)
 triplet_margin = 0.2  # FaceNet's alpha, for unit-length embeddings
+temperature = 0.1  # supcon's softmax temperature (on cosine similarities)
 mining = "semi_hard"  # triplets mined in each batch: semi_hard | hard | all
 pairing = "pairs"  # "pairs": the seeds' way, each step embeds batch_size pairs
 #                    "batch": each step embeds batch_size images, P classes x K images,
-#                    and scores all their pairs (needed by loss="triplet")
+#                    and scores all their pairs (needed by triplet and supcon)
 images_per_class = 4  # K of the P x K batches (pairing="batch")
+batch_groups = 0  # > 0: each P x K batch draws its classes from this many parent
+#                   folders (Omniglot alphabets), so its impostors look alike; 0 = any
 
 # --- optimisation -----------------------------------------------------------------
 optimizer = "rmsprop"  # rmsprop | adam | sgd

@@ -11,7 +11,7 @@ CHOICES = {
     "dataset": tuple(configs.PRESETS),
     "split": ("classes", "groups", "pairs"),
     "distance": ("euclidean", "l1_sigmoid"),
-    "loss": ("contrastive", "bce", "triplet"),
+    "loss": ("contrastive", "bce", "triplet", "supcon"),
     "mining": ("semi_hard", "hard", "all"),
     "pairing": ("pairs", "batch"),
     "monitor": ("val_loss", "val_oneshot"),
@@ -20,9 +20,11 @@ CHOICES = {
     "channels": (1, 3),
 }
 POSITIVE = ("total_sample_size", "epochs", "batch_size", "downsample", "margin",
-            "learning_rate", "trials", "triplet_margin", "images_per_class")
-NON_NEGATIVE = ("patience", "seed", "max_images_per_class", "ways")
+            "learning_rate", "trials", "triplet_margin", "images_per_class",
+            "temperature")
+NON_NEGATIVE = ("patience", "seed", "max_images_per_class", "ways", "batch_groups")
 FRACTIONS = ("test_fraction", "val_fraction")
+IN_BATCH_LOSSES = ("triplet", "supcon")  # need pairing="batch" and unit embeddings
 
 
 def defaults():
@@ -88,9 +90,9 @@ def validate(config):
     if config["distance"] == "l1_sigmoid" and config["pairing"] != "pairs":
         raise ValueError("distance='l1_sigmoid' learns its head on pairs: use "
                          "--pairing=pairs")
-    if config["loss"] == "triplet" and config["pairing"] != "batch":
-        raise ValueError("loss='triplet' mines its triplets inside each batch: "
-                         "add --pairing=batch")
+    if config["loss"] in IN_BATCH_LOSSES and config["pairing"] != "batch":
+        raise ValueError(f"loss={config['loss']!r} compares the images inside each "
+                         f"batch: add --pairing=batch")
     if config["pairing"] == "batch":
         if config["split"] == "pairs":
             raise ValueError("pairing='batch' draws whole classes, so it needs "

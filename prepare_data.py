@@ -450,23 +450,37 @@ def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,
     return data.prefetch(tf.data.AUTOTUNE)
 
 
-def pk_batches(labels, class_ids, classes_per_batch, images_per_class, n_batches, rng):
+def pk_batches(labels, class_ids, classes_per_batch, images_per_class, n_batches, rng,
+               groups=None, batch_groups=0):
     """The P x K sampler: `n_batches` index batches, each P classes x K images.
 
     Each batch holds `classes_per_batch` distinct classes among `class_ids` (those with
     at least 2 images) and `images_per_class` distinct images of each (with repeats
     only where a class has fewer than K), so every batch has genuine and impostor
-    pairs. Returns int32 (n_batches, P * K).
+    pairs. With `batch_groups` > 0 and `groups` (each class's parent folder), a batch's
+    classes come from that many parent folders, filled up from any folder when they
+    hold fewer than P: its impostors are then look-alikes of one alphabet, the ones a
+    within-alphabet one-shot task asks to tell apart. Returns int32 (n_batches, P * K).
     """
-    members = [np.flatnonzero(labels == c) for c in class_ids]
-    members = [m for m in members if len(m) >= 2]
-    if len(members) < 2:
+    usable = [c for c in class_ids if np.count_nonzero(labels == c) >= 2]
+    if len(usable) < 2:
         raise ValueError("pairing='batch' needs at least 2 classes with 2 or more "
                          "images each in every split")
+    members = [np.flatnonzero(labels == c) for c in usable]
     p = min(classes_per_batch, len(members))
+    group_of = (np.array([groups[c] for c in usable]) if batch_groups and groups
+                else None)
+    group_names = None if group_of is None else np.unique(group_of)
     batches = np.empty((n_batches, p * images_per_class), np.int32)
     for b in range(n_batches):
-        chosen = rng.choice(len(members), p, replace=False)
+        if group_of is None:
+            chosen = rng.choice(len(members), p, replace=False)
+        else:
+            picked = rng.choice(group_names, min(batch_groups, len(group_names)),
+                                replace=False)
+            inside = np.isin(group_of, picked)
+            chosen = np.concatenate([rng.permutation(np.flatnonzero(inside)),
+                                     rng.permutation(np.flatnonzero(~inside))])[:p]
         batches[b] = np.concatenate([
             rng.choice(members[c], images_per_class,
                        replace=len(members[c]) < images_per_class) for c in chosen])

@@ -274,6 +274,35 @@ class TripletLoss(keras.losses.Loss):
         return {**super().get_config(), "margin": self.margin, "mining": self.mining}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SupConLoss(keras.losses.Loss):
+    """Supervised contrastive loss (Khosla et al. 2020) over a batch of unit embeddings.
+
+    Each image is a query that must pick out the other images of its class among all
+    the others in the batch: softmax over the cosine similarities / temperature,
+    -log p(positive) averaged over its positives, then over the images that have one.
+    Every step is then many small one-shot tasks, the evaluation's own question.
+    """
+
+    def __init__(self, temperature=0.1, name="supcon_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.temperature = temperature
+
+    def call(self, y_true, y_pred):
+        logits = ops.matmul(y_pred, ops.transpose(y_pred)) / self.temperature
+        positive, _ = _label_masks(y_true, y_pred)
+        not_self = 1.0 - ops.eye(ops.shape(logits)[0], dtype=logits.dtype)
+        # an image never competes with itself: its own logit is pushed far below
+        others = logits - 1e9 * (1.0 - not_self)
+        log_p = others - ops.logsumexp(others, axis=1, keepdims=True)
+        positives = ops.sum(positive, axis=1)
+        per_query = -ops.sum(log_p * positive, axis=1) / ops.maximum(positives, 1.0)
+        return _masked_mean(per_query, ops.cast(positives > 0, logits.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
 def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
                         distance="euclidean", name="siamese"):
     """Two image inputs -> one shared base network -> the pair's output (batch, 1):
@@ -344,6 +373,8 @@ def compile_embedding(base, config):
     fitted on (images, class labels) batches."""
     if config["loss"] == "triplet":
         loss = TripletLoss(margin=config["triplet_margin"], mining=config["mining"])
+    elif config["loss"] == "supcon":
+        loss = SupConLoss(temperature=config["temperature"])
     else:
         loss = BatchContrastiveLoss(margin=config["margin"])
     base.compile(optimizer=make_optimizer(config["optimizer"], config["learning_rate"]),

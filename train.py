@@ -21,7 +21,7 @@ import plots
 import prepare_data
 import runs
 import siamese_network_funcs
-from configurator import defaults, get_config, parse_args, resolve
+from configurator import IN_BATCH_LOSSES, defaults, get_config, parse_args, resolve
 
 
 class SaveProgress(keras.callbacks.Callback):
@@ -101,7 +101,8 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
     per_class = config["images_per_class"]
     steps = max(1, 2 * len(splits.train[1]) // batch)
     batches = {name: prepare_data.pk_batches(imageset.labels, splits.class_split[name],
-                                             batch // per_class, per_class, n, rng)
+                                             batch // per_class, per_class, n, rng,
+                                             imageset.groups, config["batch_groups"])
                for name, n in (("train", steps * config["epochs"]),
                                ("val", max(1, 2 * len(splits.val[1]) // batch)))}
     return (base,
@@ -160,7 +161,7 @@ def train(config):
     with strategy.scope():  # variables are mirrored on every device of the strategy
         model, base = siamese_network_funcs.build_siamese_model(
             input_shape, config["architecture"],
-            normalize=config["normalize"] or config["loss"] == "triplet",
+            normalize=config["normalize"] or config["loss"] in IN_BATCH_LOSSES,
             distance=config["distance"])
         fitted, train_data, val_data, steps = training_setup(
             config, imageset, splits, model, base,

@@ -335,33 +335,35 @@ def training(args):
                     if approach == "seed":
                         result.update(array_gb=array_gb, estimated_peak_gb=need_gb)
                     cells.append(dict(cell, **result))
-            found = {approach: dict(results[0], pairs_per_s=statistics.median(
-                         r["pairs_per_s"] for r in results),
-                         peak_rss_mb=max(r["peak_rss_mb"] for r in results))
-                     for approach, results in runs_of.items() if results}
-            if "ours" in found:
-                comparisons.append(compare(size, n_pairs, found, need_gb))
+            if runs_of["ours"]:
+                comparisons.append(compare(size, n_pairs, runs_of, need_gb))
     print("ours/seed: pairs/s above 1x = ours faster; peak RSS below 1x = ours smaller")
     for size, source in sources.items():
         print(f"images at {size}: {source}")
     return cells, comparisons
 
 
-def compare(size, n_pairs, found, need_gb):
-    """ours / seed for one (size, pairs), printed under its two rows; against the seed's
-    estimated peak RSS when its cell was not run."""
-    ours, seed = found["ours"], found.get("seed")
-    comparison = {"size": size, "pairs": n_pairs,
-                  "memory_ratio": ours["peak_rss_mb"] / (seed["peak_rss_mb"] if seed
-                                                         else need_gb * 1024),
+def compare(size, n_pairs, runs_of, need_gb):
+    """ours / seed for one (size, pairs), printed under its rows: the median of the
+    rounds' speed ratios (each round's two cells ran one after the other, so a drift of
+    the machine's speed cancels out) and the largest peak RSS of each approach; against
+    the seed's estimated peak RSS when its cells were not run."""
+    ours, seed = runs_of["ours"], runs_of["seed"]
+    ours_rss = max(r["peak_rss_mb"] for r in ours)
+    seed_rss = max(r["peak_rss_mb"] for r in seed) if seed else need_gb * 1024
+    comparison = {"size": size, "pairs": n_pairs, "memory_ratio": ours_rss / seed_rss,
                   "memory_vs": "measured" if seed else "estimate"}
     speed = ""
     if seed:
-        comparison["speed_ratio"] = ours["pairs_per_s"] / seed["pairs_per_s"]
+        rounds = [o["pairs_per_s"] / s["pairs_per_s"] for o, s in zip(ours, seed)]
+        comparison.update(speed_ratio=statistics.median(rounds), speed_ratio_rounds=rounds)
         speed = f"{comparison['speed_ratio']:.2f}x"
+        if len(rounds) > 1:
+            speed += f" ({min(rounds):.2f}-{max(rounds):.2f})"
     memory = f"{comparison['memory_ratio']:.2f}x" + ("" if seed else " of est.")
-    print(ROW.format("", "", "", "ours/seed", "", "", speed, memory, "").rstrip(),
-          flush=True)
+    print(ROW.format("", "", "", "ours/seed", "", "", "", memory, "").rstrip(), flush=True)
+    if speed:
+        print(f"{'':>44}pairs/s ours/seed, median of the rounds: {speed}", flush=True)
     return comparison
 
 
@@ -425,12 +427,13 @@ def parse_args(argv):
     parser.add_argument("--pairs", default=[20000, 100000],
                         type=lambda text: [int(v) for v in text.split(",")],
                         help="pair counts, half genuine (default 20000,100000)")
-    parser.add_argument("--steps", type=int, default=40,
+    parser.add_argument("--steps", type=int, default=100,
                         help="timed training steps, after one warm-up step")
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="run each cell this many times, alternating seed and ours; "
-                             "the ratio uses the median pairs/s and the largest peak RSS")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of (seed, ours) cells run one after the other; the "
+                             "speed ratio is the median of the rounds' ratios, the "
+                             "memory ratio uses the largest peak RSS")
     parser.add_argument("--max_gb", type=float, default=12.0,
                         help="skip seed cells whose estimated peak RSS is above this")
     parser.add_argument("--embed_images", type=int, default=10000)

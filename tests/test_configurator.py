@@ -173,7 +173,7 @@ def test_fraction_outside_zero_one_raises(argument, key):
 
 @pytest.mark.parametrize("key, allowed", [
     ("split", ("classes", "groups", "pairs")),
-    ("loss", ("contrastive", "bce", "triplet")),
+    ("loss", ("contrastive", "bce", "triplet", "supcon")),
     ("mining", ("semi_hard", "hard", "all")),
     ("pairing", ("pairs", "batch")),
     ("monitor", ("val_loss", "val_oneshot")),
@@ -213,6 +213,8 @@ def test_malformed_argument_raises(argument):
 
 @pytest.mark.parametrize("argv, message", [
     (["--loss=triplet"], "--pairing=batch"),
+    (["--loss=supcon"], "--pairing=batch"),
+    (["--loss=supcon", "--pairing=batch", "--temperature=0"], "temperature"),
     (["--distance=l1_sigmoid"], "--loss=bce"),
     (["--loss=bce"], "l1_sigmoid"),
     (["--distance=l1_sigmoid", "--loss=bce", "--pairing=batch"], "--pairing=pairs"),

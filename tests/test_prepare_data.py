@@ -400,6 +400,38 @@ def test_pk_batches_repeat_images_only_for_classes_smaller_than_k():
         assert len(np.unique(batch[labels[batch] == 1])) == 4
 
 
+def test_pk_batches_draw_their_classes_from_batch_groups_parent_folders():
+    # 12 classes x 3 images in 3 alphabets: a (classes 0-5), b (6-9), c (10-11)
+    labels = np.repeat(np.arange(12), 3)
+    groups = ["a"] * 6 + ["b"] * 4 + ["c"] * 2
+    batches = prepare_data.pk_batches(labels, np.arange(12), 4, 2, 200,
+                                      np.random.default_rng(0), groups, batch_groups=1)
+    seen = set()
+    for batch in batches:
+        classes = np.unique(labels[batch])
+        assert len(classes) == 4
+        in_batch = [groups[c] for c in classes]
+        # one alphabet's classes; only alphabet c (2 classes) needs filling up
+        if len(set(in_batch)) == 1:
+            seen.add(in_batch[0])
+        else:
+            assert in_batch.count("c") == 2
+            seen.add("c")
+    assert seen == {"a", "b", "c"}
+    again = prepare_data.pk_batches(labels, np.arange(12), 4, 2, 200,
+                                    np.random.default_rng(0), groups, batch_groups=1)
+    np.testing.assert_array_equal(batches, again)
+
+
+def test_pk_batches_ignore_batch_groups_without_groups_and_by_default():
+    labels = np.repeat(np.arange(6), 3)
+    plain = prepare_data.pk_batches(labels, np.arange(6), 3, 2, 5, np.random.default_rng(4))
+    for groups, batch_groups in ((None, 2), (["x"] * 3 + ["y"] * 3, 0)):
+        np.testing.assert_array_equal(
+            plain, prepare_data.pk_batches(labels, np.arange(6), 3, 2, 5,
+                                           np.random.default_rng(4), groups, batch_groups))
+
+
 def test_pk_batches_need_two_usable_classes():
     with pytest.raises(ValueError, match="at least 2 classes"):
         prepare_data.pk_batches(np.array([0, 0, 1]), [0, 1], 2, 2, 1,

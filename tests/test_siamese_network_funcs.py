@@ -288,6 +288,44 @@ def test_genuine_label_convention_of_the_batch_losses():
     np.testing.assert_allclose(apart, 0.5 * (1.0 / 3), atol=1e-5)
 
 
+def _numpy_supcon(x, labels, temperature):
+    similarity = x @ x.T / temperature
+    losses = []
+    for i in range(len(x)):
+        others = [j for j in range(len(x)) if j != i]
+        positives = [j for j in others if labels[j] == labels[i]]
+        if not positives:
+            continue
+        log_normaliser = np.log(np.sum(np.exp(similarity[i, others])))
+        losses.append(-np.mean([similarity[i, p] - log_normaliser for p in positives]))
+    return np.mean(losses)
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.1, 1.0])
+@pytest.mark.parametrize("classes", [(0, 0, 0, 1, 1, 2, 2, 2), (0, 0, 1, 2, 2, 3)])
+def test_supcon_loss_matches_numpy(temperature, classes):
+    # the second batch has a class with one image: it is a query with no positive
+    # (skipped) but still a candidate for the others
+    x, labels = _small_batch(seed=3, classes=classes)
+    loss = snf.SupConLoss(temperature=temperature)(labels, x)
+    np.testing.assert_allclose(float(loss), _numpy_supcon(x, labels, temperature),
+                               rtol=1e-5)
+
+
+def test_supcon_loss_prefers_classes_that_cluster():
+    # the same four points, labelled by the clusters (genuine pairs close) or across them
+    x = np.array([[1.0, 0.0], [0.99, 0.14], [-1.0, 0.0], [-0.99, 0.14]], np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    clustered = float(snf.SupConLoss()(np.array([1, 1, 0, 0]), x))
+    crossed = float(snf.SupConLoss()(np.array([1, 0, 1, 0]), x))
+    assert clustered < 0.01 < 10.0 < crossed
+
+
+def test_supcon_loss_round_trips_its_temperature():
+    loss = snf.SupConLoss.from_config(snf.SupConLoss(temperature=0.3).get_config())
+    assert loss.temperature == 0.3
+
+
 def test_unknown_mining_raises():
     with pytest.raises(ValueError, match="mining"):
         snf.TripletLoss(mining="easy")
