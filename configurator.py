@@ -22,7 +22,8 @@ CHOICES = {
 POSITIVE = ("total_sample_size", "epochs", "batch_size", "downsample", "margin",
             "learning_rate", "trials", "triplet_margin", "images_per_class",
             "temperature")
-NON_NEGATIVE = ("patience", "seed", "max_images_per_class", "ways", "batch_groups")
+NON_NEGATIVE = ("patience", "reduce_lr_patience", "seed", "max_images_per_class", "ways",
+                "batch_groups")
 FRACTIONS = ("test_fraction", "val_fraction")
 IN_BATCH_LOSSES = ("triplet", "supcon")  # need pairing="batch" and unit embeddings
 

@@ -182,6 +182,10 @@ def train(config):
     best_so_far = runs.best_logged(history, config["monitor"], mode)  # on --resume
     callbacks = ([ValidationOneShot(model, base, imageset.images, val_tasks)]
                  if val_tasks else [])
+    if config["reduce_lr_patience"]:  # it logs learning_rate, so history.csv has it
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=config["monitor"], mode=mode, factor=0.5,
+            patience=config["reduce_lr_patience"], verbose=1))
     callbacks += [  # after ValidationOneShot, so they all see val_oneshot
         # The last finished epoch (weights, optimizer, epoch number) for --resume=RUN;
         # removed when training ends normally.

@@ -107,6 +107,22 @@ def test_history_has_one_row_per_epoch(trained):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learned something
 
 
+def test_reduce_lr_patience_halves_the_rate_after_each_epoch_without_progress(tmp_path):
+    # A high rate makes validation one-shot accuracy stall in some of the 5 epochs.
+    config = get_config(out_dir=str(tmp_path), **dict(
+        SETTINGS, epochs=5, learning_rate=0.01, monitor="val_oneshot",
+        reduce_lr_patience=1, patience=0))
+    with open(os.path.join(train.train(config), "history.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    rates = [float(row["learning_rate"]) for row in rows]
+    scores = [float(row["val_oneshot"]) for row in rows]
+    assert rates[0] == pytest.approx(0.01)
+    for epoch in range(len(rows) - 1):
+        stalled = epoch > 0 and scores[epoch] <= max(scores[:epoch]) + 1e-4
+        assert rates[epoch + 1] == pytest.approx(rates[epoch] * (0.5 if stalled else 1))
+    assert min(rates) < 0.01, (scores, rates)  # the case under test happened
+
+
 def test_test_accuracy_beats_chance_on_unseen_classes(trained):
     assert _read_metrics(trained["run_dir"])["test_pair_accuracy"] >= MIN_TEST_ACCURACY
 
@@ -258,9 +274,11 @@ def test_main_reports_an_unusable_out_dir(tmp_path, capsys):
 
 @pytest.mark.parametrize("recipe, min_oneshot_gain, min_pair_accuracy", [
     # Measured, on the 3 unseen digits (3-way, chance 0.33, 400 tasks; 1,800 test
-    # pairs, chance 0.5): batch contrastive 0.83 / 0.77, triplet 0.78 / 0.70.
+    # pairs, chance 0.5): batch contrastive 0.83 / 0.77, triplet 0.78 / 0.70, supcon
+    # 0.72 / 0.73.
     (dict(pairing="batch", loss="contrastive", monitor="val_oneshot"), 0.15, 0.6),
     (dict(pairing="batch", loss="triplet", monitor="val_oneshot"), 0.15, 0.6),
+    (dict(pairing="batch", loss="supcon", monitor="val_oneshot"), 0.15, 0.6),
     # Koch's head overfits the 5 training digits (0.37-0.45 on unseen ones), so it is
     # checked on the seed's protocol, classes shared (10-way, chance 0.1): measured
     # one-shot 0.85, pair accuracy 0.93.
