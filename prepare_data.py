@@ -462,14 +462,15 @@ def pk_batches(labels, class_ids, classes_per_batch, images_per_class, n_batches
     hold fewer than P: its impostors are then look-alikes of one alphabet, the ones a
     within-alphabet one-shot task asks to tell apart. Returns int32 (n_batches, P * K).
     """
-    usable = [c for c in class_ids if np.count_nonzero(labels == c) >= 2]
+    usable = [(c, np.flatnonzero(labels == c)) for c in class_ids]
+    usable = [(c, images) for c, images in usable if len(images) >= 2]
     if len(usable) < 2:
         raise ValueError("pairing='batch' needs at least 2 classes with 2 or more "
                          "images each in every split")
-    members = [np.flatnonzero(labels == c) for c in usable]
+    members = [images for _, images in usable]
     p = min(classes_per_batch, len(members))
-    group_of = (np.array([groups[c] for c in usable]) if batch_groups and groups
-                else None)
+    group_of = (np.array([groups[c] for c, _ in usable])
+                if batch_groups and groups is not None else None)
     group_names = None if group_of is None else np.unique(group_of)
     batches = np.empty((n_batches, p * images_per_class), np.int32)
     for b in range(n_batches):
