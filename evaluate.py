@@ -95,8 +95,7 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     ways = config["ways"] or default_ways(len(test_classes))
     pixels = imageset.images.reshape(len(imageset.images), -1).astype(np.float32)
     model_acc, pixel_acc, tasks = oneshot(embeddings, pixels, imageset, test_classes,
-                                          ways,
-                                          config["trials"], config["seed"],
+                                          ways, config["trials"], config["seed"],
                                           config["within_group"], head)
     results.update(oneshot_accuracy=model_acc, pixel_nn_oneshot_accuracy=pixel_acc,
                    chance=1.0 / ways, ways=ways, trials=config["trials"],

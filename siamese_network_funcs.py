@@ -291,9 +291,8 @@ class SupConLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         logits = ops.matmul(y_pred, ops.transpose(y_pred)) / self.temperature
         positive, _ = _label_masks(y_true, y_pred)
-        not_self = 1.0 - ops.eye(ops.shape(logits)[0], dtype=logits.dtype)
         # an image never competes with itself: its own logit is pushed far below
-        others = logits - 1e9 * (1.0 - not_self)
+        others = logits - 1e9 * ops.eye(ops.shape(logits)[0], dtype=logits.dtype)
         log_p = others - ops.logsumexp(others, axis=1, keepdims=True)
         positives = ops.sum(positive, axis=1)
         per_query = -ops.sum(log_p * positive, axis=1) / ops.maximum(positives, 1.0)

@@ -141,10 +141,10 @@ def train(config):
     if config["monitor"] == "val_oneshot" and not val_tasks:
         raise ValueError("monitor='val_oneshot' needs validation classes of their own: "
                          "use --split=classes or --split=groups, or --monitor=val_loss")
-    history = {}
+    history = (runs.read_history(os.path.join(config["resume"], "history.csv"))
+               if config["resume"] else {})
+    done = len(history.get("loss", []))  # epochs an interrupted run already finished
     if config["resume"]:
-        history = runs.read_history(os.path.join(config["resume"], "history.csv"))
-        done = len(history.get("loss", []))
         if done and not os.path.isdir(os.path.join(config["resume"], "backup")):
             raise ValueError(f"{config['resume']} has no backup/ folder to resume from: "
                              f"its training finished. Evaluate it with python "
@@ -164,8 +164,7 @@ def train(config):
             normalize=config["normalize"] or config["loss"] in IN_BATCH_LOSSES,
             distance=config["distance"])
         fitted, train_data, val_data, steps = training_setup(
-            config, imageset, splits, model, base,
-            first_epoch=len(history.get("loss", [])))
+            config, imageset, splits, model, base, first_epoch=done)
     if strategy.num_replicas_in_sync > 1:
         print(f"distribute={config['distribute']}: {strategy.num_replicas_in_sync} "
               f"replicas share each batch of {config['batch_size']}")
