@@ -94,6 +94,9 @@ def validate(config):
     if config["loss"] in IN_BATCH_LOSSES and config["pairing"] != "batch":
         raise ValueError(f"loss={config['loss']!r} compares the images inside each "
                          f"batch: add --pairing=batch")
+    if config["class_rotations"] and config["pairing"] != "batch":
+        raise ValueError("class_rotations=True adds classes to the P x K batches: add "
+                         "--pairing=batch")
     if config["pairing"] == "batch":
         if config["split"] == "pairs":
             raise ValueError("pairing='batch' draws whole classes, so it needs "

@@ -94,6 +94,16 @@ def build_base_network(input_shape, conv, dense=(), embedding_dim=50,
     return keras.Model(inputs, outputs, name=name)
 
 
+def smallest_input(conv, padding="valid", **_):
+    """The smallest height (and width) a base network accepts: each "valid" convolution
+    takes kernel - 1 pixels off, each pooling halves (rounding down)."""
+    size = 1
+    for _, kernel, pool_after in reversed(conv):
+        size = 2 * size if pool_after else size
+        size += kernel - 1 if padding == "valid" else 0
+    return size
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class EuclideanDistance(layers.Layer):
     """||a - b||_2 per row, shape (batch, 1).
@@ -314,6 +324,12 @@ def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r} is not one of "
                          f"{', '.join(ARCHITECTURES)}")
+    smallest = smallest_input(**ARCHITECTURES[architecture])
+    if min(input_shape[:2]) < smallest:
+        raise ValueError(f"images of {input_shape[0]}x{input_shape[1]} pixels are too "
+                         f"small for architecture={architecture!r}, which needs at least "
+                         f"{smallest}x{smallest}: set a larger --image_size (or a smaller "
+                         f"--downsample), or choose another --architecture")
     base = build_base_network(input_shape, normalize=normalize,
                               **ARCHITECTURES[architecture])
     image_a = keras.Input(shape=input_shape, name="image_a")

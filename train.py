@@ -100,14 +100,27 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
     rng = np.random.default_rng(config["seed"])
     per_class = config["images_per_class"]
     steps = max(1, 2 * len(splits.train[1]) // batch)
-    batches = {name: prepare_data.pk_batches(imageset.labels, splits.class_split[name],
-                                             batch // per_class, per_class, n, rng,
-                                             imageset.groups, config["batch_groups"])
-               for name, n in (("train", steps * config["epochs"]),
-                               ("val", max(1, 2 * len(splits.val[1]) // batch)))}
+    classes = {name: (imageset.labels, splits.class_split[name], imageset.groups)
+               for name in ("train", "val")}
+    rotations = config["class_rotations"]
+    if rotations:
+        height, width = imageset.images.shape[1:3]
+        if height != width:
+            raise ValueError(f"class_rotations=True turns images by 90 degrees, so they "
+                             f"must be square, but these are {height}x{width}: set "
+                             f"--image_size=S,S or --class_rotations=False")
+        classes["train"] = prepare_data.rotated_classes(*classes["train"])
+    batches = {}
+    for name, n in (("train", steps * config["epochs"]),
+                    ("val", max(1, 2 * len(splits.val[1]) // batch))):
+        labels, class_ids, groups = classes[name]
+        batches[name] = prepare_data.pk_batches(labels, class_ids, batch // per_class,
+                                                per_class, n, rng, groups,
+                                                config["batch_groups"])
     return (base,
-            prepare_data.image_dataset(imageset.images, imageset.labels,
-                                       batches["train"][first_epoch * steps:], augment),
+            prepare_data.image_dataset(imageset.images, classes["train"][0],
+                                       batches["train"][first_epoch * steps:], augment,
+                                       rotations),
             prepare_data.image_dataset(imageset.images, imageset.labels,
                                        batches["val"]), steps)
 

@@ -221,6 +221,7 @@ def test_malformed_argument_raises(argument):
     (["--pairing=batch", "--split=pairs"], "split"),
     (["--pairing=batch", "--batch_size=6", "--images_per_class=4"], "batch_size"),
     (["--pairing=batch", "--images_per_class=1"], "images_per_class"),
+    (["--class_rotations=True"], "--pairing=batch"),
 ])
 def test_in_batch_settings_that_cannot_work_raise_saying_what_to_change(argv, message):
     with pytest.raises(ValueError, match=message):

@@ -449,6 +449,36 @@ def test_image_dataset_yields_the_batches_pixels_with_their_class_labels():
         np.testing.assert_array_equal(np.asarray(y), labels[indices])
 
 
+def test_rotated_classes_add_three_turned_copies_of_each_training_class():
+    labels = np.array([0, 0, 1, 1, 2, 2], np.int32)  # 3 classes, 6 images
+    groups = ["a", "a", "b"]
+    virtual_labels, class_ids, virtual_groups = prepare_data.rotated_classes(
+        labels, [0, 2], groups)
+    assert len(virtual_labels) == 4 * len(labels)
+    # image i turned k times is index i + 6k, a class of its own: label + 3k
+    for k in range(4):
+        np.testing.assert_array_equal(virtual_labels[6 * k:6 * (k + 1)], labels + 3 * k)
+    np.testing.assert_array_equal(class_ids, [0, 2, 3, 5, 6, 8, 9, 11])
+    assert [virtual_groups[c] for c in class_ids] == ["a", "b"] * 4
+    batches = prepare_data.pk_batches(virtual_labels, class_ids, 4, 2, 50,
+                                      np.random.default_rng(0), virtual_groups)
+    assert set(virtual_labels[batches.ravel()]) == set(class_ids)  # class 1 never
+    assert all(len(set(virtual_labels[b])) == 4 for b in batches)
+
+
+def test_image_dataset_turns_virtual_images_and_labels_them_as_new_classes():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 5, 5, 1), dtype=np.uint8)
+    labels = np.array([0, 1, 1], np.int32)
+    virtual_labels, _, _ = prepare_data.rotated_classes(labels, [0, 1], ["", ""])
+    index_batches = np.array([[0, 3, 7, 11], [2, 5, 10, 6]], np.int32)
+    for (x, y), indices in zip(prepare_data.image_dataset(
+            images, virtual_labels, index_batches, rotations=True), index_batches):
+        expected = [np.rot90(images[i % 3], i // 3) for i in indices]  # anticlockwise
+        np.testing.assert_array_equal(np.asarray(x), np.stack(expected).astype(np.float32))
+        np.testing.assert_array_equal(np.asarray(y), labels[indices % 3] + 2 * (indices // 3))
+
+
 # --- Koch's affine distortions ----------------------------------------------------------
 
 def test_augmenter_applies_each_distortion_with_probability_half_within_range():

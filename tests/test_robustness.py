@@ -131,6 +131,31 @@ def test_too_few_classes_left_for_the_split_is_an_error_naming_the_settings(tmp_
         build_splits(imageset, _folder_config(root, split="pairs"))
 
 
+def test_class_rotations_of_non_square_images_is_an_error_saying_what_to_set(
+        tmp_path, capsys):
+    import train
+    for k in range(6):
+        for i in range(4):
+            _save(tmp_path / "data" / f"c{k}" / f"{i}.png", 30 * k + i, size=(32, 30))
+    root = tmp_path / "data"
+    assert train.main(["--dataset=folder", f"--data_dir={root}", "--image_size=32,30",
+                       "--channels=1", "--pairing=batch", "--loss=triplet",
+                       "--class_rotations=True", f"--out_dir={tmp_path / 'runs'}"]) == 2
+    error = capsys.readouterr().err
+    assert "must be square, but these are 32x30" in error
+    assert "--image_size=S,S" in error and "Traceback" not in error
+
+
+def test_images_too_small_for_the_architecture_is_an_error_naming_both(tmp_path, capsys):
+    import train
+    root = _tree(tmp_path / "data", [3] * 6)  # 12x10 images; compact needs 16x16
+    assert train.main(["--dataset=folder", f"--data_dir={root}", "--image_size=12,10",
+                       "--channels=1", f"--out_dir={tmp_path / 'runs'}"]) == 2
+    error = capsys.readouterr().err
+    assert ("images of 12x10 pixels are too small for architecture='compact', which "
+            "needs at least 16x16: set a larger --image_size") in error
+
+
 def test_only_single_image_classes_is_an_error_naming_the_folder(tmp_path):
     root = _tree(tmp_path / "lonely_data", [1, 1, 1])
     with pytest.warns(UserWarning), pytest.raises(ValueError) as error:

@@ -5,7 +5,8 @@ import pytest
 import metrics
 import siamese_network_funcs as snf
 from siamese_network_funcs import (ARCHITECTURES, ContrastiveLoss, DistanceAccuracy,
-                                   EuclideanDistance, build_siamese_model)
+                                   EuclideanDistance, build_siamese_model,
+                                   smallest_input)
 import keras
 import tensorflow as tf
 
@@ -123,6 +124,16 @@ def test_every_architecture_builds_and_embeds(architecture):
 
 def test_every_architecture_has_an_input_shape_in_this_test():
     assert set(INPUT_SHAPES) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_smallest_input_builds_and_one_pixel_less_is_a_clear_error(architecture):
+    smallest = smallest_input(**ARCHITECTURES[architecture])
+    build_siamese_model((smallest, smallest + 3, 1), architecture)  # builds: no error
+    with pytest.raises(ValueError, match=f"too small for architecture='{architecture}', "
+                                         f"which needs at least {smallest}x{smallest}"):
+        build_siamese_model((smallest + 3, smallest - 1, 1), architecture)
+    keras.backend.clear_session()
 
 
 def test_siamese_model_shares_one_base_network():
