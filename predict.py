@@ -46,7 +46,12 @@ class Matcher:
         self.head = siamese_network_funcs.l1_head(model)  # None: Euclidean distance
         evaluation = runs.read_json(os.path.join(run_dir, "evaluation.json"), default={})
         if "threshold" in evaluation:
-            self.threshold = float(evaluation["threshold"])
+            self.threshold = evaluation["threshold"]
+            if isinstance(self.threshold, bool) or not isinstance(self.threshold,
+                                                                  (int, float)):
+                raise ValueError(f"{os.path.join(run_dir, 'evaluation.json')} holds "
+                                 f"threshold={self.threshold!r}, not a number: restore "
+                                 f"it, or rerun python evaluate.py --run_dir={run_dir}")
         else:  # older runs have no "distance": they were all Euclidean
             self.threshold = siamese_network_funcs.fixed_threshold(
                 {"distance": "euclidean", **self.config})

@@ -421,6 +421,10 @@ DAMAGE = {  # what is wrong -> (files changed, the start of the message after th
                                "project; retrain with this version"),
     "evaluation.json not JSON": ({"evaluation.json": b"nan nan"},
                                  "evaluation.json is damaged ("),
+    "evaluation.json threshold not a number": (
+        {"evaluation.json": b'{"threshold": "0.5x"}'},
+        "evaluation.json holds threshold='0.5x', not a number: restore it, or rerun "
+        "python evaluate.py --run_dir="),
 }
 
 
