@@ -414,14 +414,14 @@ def _pixel_gatherer(images, augment, rotations=False):
     distort = augment or (lambda batch: batch)
 
     def gather(indices):
-        batch = tf.gather(pixels, indices % len(images))
-        if rotations:
+        batch = tf.cast(tf.gather(pixels, indices % len(images)), tf.float32)
+        if rotations:  # on floats: TF's oneDNN logs an error line for uint8 here
             turns = tf.reshape(indices // len(images), [-1, 1, 1, 1])
             turned = batch
             for k in (1, 2, 3):
                 turned = tf.where(turns == k, tf.image.rot90(batch, k), turned)
             batch = turned
-        return distort(tf.cast(batch, tf.float32))
+        return distort(batch)
     return gather
 
 
