@@ -97,10 +97,12 @@ def make_oneshot_trials(labels, class_ids, ways, trials, rng, groups=None):
         all_pools.setdefault(groups[c] if groups is not None else "", []).append(c)
     pools = {k: np.asarray(v) for k, v in all_pools.items() if len(v) >= ways}
     if not pools:
-        where = "one group" if groups is not None else "the evaluation classes"
         largest = max(len(v) for v in all_pools.values())
-        raise ValueError(f"{ways}-way one-shot needs {ways} classes in {where}, but "
-                         f"there are only {largest}: use --ways={largest} or fewer")
+        where = (f"the largest parent folder holds only {largest} of the evaluation "
+                 f"classes" if groups is not None
+                 else f"there are only {largest} evaluation classes")
+        raise ValueError(f"{ways}-way one-shot needs {ways} classes to choose from, "
+                         f"but {where}: use --ways={largest} or fewer")
     keys = sorted(pools)
     queries = np.empty(trials, np.int64)
     candidates = np.empty((trials, ways), np.int64)
@@ -109,7 +111,9 @@ def make_oneshot_trials(labels, class_ids, ways, trials, rng, groups=None):
         pool = pools[keys[rng.integers(len(keys))]]
         eligible = [c for c in pool if len(members[c]) >= 2]
         if not eligible:
-            raise ValueError("no class has two images, so no one-shot task can be drawn")
+            raise ValueError("no evaluation class has two images (a query and its one "
+                             "shot), so no one-shot task can be drawn: give each class "
+                             "at least 2 images")
         target = eligible[rng.integers(len(eligible))]
         others = rng.choice(pool[pool != target], ways - 1, replace=False)
         query, positive = rng.choice(members[target], 2, replace=False)

@@ -168,9 +168,10 @@ def test_too_few_classes_for_n_way_one_shot_says_how_many_there_are():
     labels = np.repeat(np.arange(3), 2)
     with pytest.raises(ValueError) as error:
         metrics.make_oneshot_trials(labels, np.arange(3), 5, 10, np.random.default_rng(0))
-    assert str(error.value) == ("5-way one-shot needs 5 classes in the evaluation "
-                                "classes, but there are only 3: use --ways=3 or fewer")
-    with pytest.raises(ValueError, match="no class has two images"):
+    assert str(error.value) == ("5-way one-shot needs 5 classes to choose from, but "
+                                "there are only 3 evaluation classes: use --ways=3 or "
+                                "fewer")
+    with pytest.raises(ValueError, match="no evaluation class has two images"):
         metrics.make_oneshot_trials(np.arange(3), np.arange(3), 3, 10,
                                     np.random.default_rng(0))
 
