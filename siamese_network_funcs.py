@@ -94,11 +94,11 @@ def build_base_network(input_shape, conv, dense=(), embedding_dim=50,
     return keras.Model(inputs, outputs, name=name)
 
 
-def smallest_input(conv, padding="valid", **_):
+def smallest_input(conv, padding="valid", **other_settings):
     """The smallest height (and width) a base network accepts: each "valid" convolution
     takes kernel - 1 pixels off, each pooling halves (rounding down)."""
     size = 1
-    for _, kernel, pool_after in reversed(conv):
+    for _filters, kernel, pool_after in reversed(conv):
         size = 2 * size if pool_after else size
         size += kernel - 1 if padding == "valid" else 0
     return size
