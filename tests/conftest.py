@@ -33,3 +33,13 @@ def att_faces_dir(shared_data_dir):
         pytest.skip(f"AT&T faces not found at {path}: put the s1..s40 folders there or "
                     f"set SIAMESE_DATA_DIR to a folder holding att_faces/")
     return path
+
+
+@pytest.fixture(scope="session")
+def omniglot_dir(shared_data_dir):
+    """Omniglot's background set (<alphabet>/<character>/*.png); skips when absent."""
+    path = os.path.join(shared_data_dir, "omniglot", "images_background")
+    if not os.path.isdir(path):
+        pytest.skip(f"Omniglot not found at {path}: put images_background there or set "
+                    f"SIAMESE_DATA_DIR to a folder holding omniglot/images_background/")
+    return path
