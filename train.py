@@ -164,12 +164,6 @@ def train(config):
                              f"evaluate.py --run_dir={config['resume']}, or start a new run")
         print(f"resuming {config['resume']} after epoch {done}")
 
-    run_dir = config["resume"] or runs.new_run_dir(config["out_dir"], config["dataset"])
-    saved_config = dict(config, source_size=imageset.source_size, resume="")
-    if saved_config["data_dir"]:
-        saved_config["data_dir"] = os.path.abspath(saved_config["data_dir"])
-    runs.write_json(os.path.join(run_dir, "config.json"), saved_config)
-
     strategy = make_strategy(config["distribute"])
     with strategy.scope():  # variables are mirrored on every device of the strategy
         model, base = siamese_network_funcs.build_siamese_model(
@@ -178,6 +172,14 @@ def train(config):
             distance=config["distance"])
         fitted, train_data, val_data, steps = training_setup(
             config, imageset, splits, model, base, first_epoch=done)
+    # The run folder only once the network and its data are built, so a setting that
+    # cannot work leaves no empty run behind.
+    run_dir = config["resume"] or runs.new_run_dir(config["out_dir"], config["dataset"])
+    saved_config = dict(config, source_size=imageset.source_size, resume="")
+    if saved_config["data_dir"]:
+        saved_config["data_dir"] = os.path.abspath(saved_config["data_dir"])
+    runs.write_json(os.path.join(run_dir, "config.json"), saved_config)
+
     if strategy.num_replicas_in_sync > 1:
         print(f"distribute={config['distribute']}: {strategy.num_replicas_in_sync} "
               f"replicas share each batch of {config['batch_size']}")

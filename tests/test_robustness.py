@@ -144,6 +144,7 @@ def test_class_rotations_of_non_square_images_is_an_error_saying_what_to_set(
     error = capsys.readouterr().err
     assert "must be square, but these are 32x30" in error
     assert "--image_size=S,S" in error and "Traceback" not in error
+    assert not (tmp_path / "runs").exists()  # no empty run folder left behind
 
 
 def test_images_too_small_for_the_architecture_is_an_error_naming_both(tmp_path, capsys):
@@ -154,6 +155,7 @@ def test_images_too_small_for_the_architecture_is_an_error_naming_both(tmp_path,
     error = capsys.readouterr().err
     assert ("images of 12x10 pixels are too small for architecture='compact', which "
             "needs at least 16x16: set a larger --image_size") in error
+    assert not (tmp_path / "runs").exists()
 
 
 def test_only_single_image_classes_is_an_error_naming_the_folder(tmp_path):
