@@ -413,16 +413,19 @@ def _pixel_gatherer(images, augment, rotations=False):
     pixels = tf.constant(images)
     distort = augment or (lambda batch: batch)
 
-    def gather(indices):
-        batch = tf.cast(tf.gather(pixels, indices % len(images)), tf.float32)
-        if rotations:  # on floats: TF's oneDNN logs an error line for uint8 here
-            turns = tf.reshape(indices // len(images), [-1, 1, 1, 1])
-            turned = batch
-            for k in (1, 2, 3):
-                turned = tf.where(turns == k, tf.image.rot90(batch, k), turned)
-            batch = turned
-        return distort(batch)
-    return gather
+    def read(indices):
+        return tf.cast(tf.gather(pixels, indices), tf.float32)
+
+    def read_turned(indices):  # on floats: TF's oneDNN logs an error line for uint8
+        batch = read(indices % len(images))
+        turns = tf.reshape(indices // len(images), [-1, 1, 1, 1])
+        turned = batch
+        for k in (1, 2, 3):
+            turned = tf.where(turns == k, tf.image.rot90(batch, k), turned)
+        return turned
+
+    gather = read_turned if rotations else read
+    return lambda indices: distort(gather(indices))
 
 
 def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,

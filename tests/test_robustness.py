@@ -37,11 +37,11 @@ def _save(path, value=100, size=SIZE, mode="L"):
     return str(path)
 
 
-def _tree(root, images_per_class):
+def _tree(root, images_per_class, size=SIZE):
     """Class folders c1, c2, ... holding the given numbers of PNG images."""
     for k, n in enumerate(images_per_class):
         for i in range(n):
-            _save(os.path.join(root, f"c{k + 1}", f"{i + 1}.png"), 20 * k + i)
+            _save(os.path.join(root, f"c{k + 1}", f"{i + 1}.png"), 20 * k + i, size)
     return str(root)
 
 
@@ -134,10 +134,7 @@ def test_too_few_classes_left_for_the_split_is_an_error_naming_the_settings(tmp_
 def test_class_rotations_of_non_square_images_is_an_error_saying_what_to_set(
         tmp_path, capsys):
     import train
-    for k in range(6):
-        for i in range(4):
-            _save(tmp_path / "data" / f"c{k}" / f"{i}.png", 30 * k + i, size=(32, 30))
-    root = tmp_path / "data"
+    root = _tree(tmp_path / "data", [4] * 6, size=(32, 30))
     assert train.main(["--dataset=folder", f"--data_dir={root}", "--image_size=32,30",
                        "--channels=1", "--pairing=batch", "--loss=triplet",
                        "--class_rotations=True", f"--out_dir={tmp_path / 'runs'}"]) == 2
