@@ -59,6 +59,7 @@ learning_rate = 0.001
 epochs = 13
 batch_size = 128
 patience = 5  # early stopping after this many epochs without progress; 0 = off
+lr_schedule = "constant"  # constant | cosine (falls to 0 by the last epoch)
 reduce_lr_patience = 0  # halve the learning rate after this many epochs without
 #                        progress; 0 = a constant learning rate
 monitor = "val_loss"  # what "progress" and the kept checkpoint mean: val_loss, or

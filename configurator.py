@@ -17,6 +17,7 @@ CHOICES = {
     "monitor": ("val_loss", "val_oneshot"),
     "distribute": ("none", "mirrored", "multi_worker"),
     "optimizer": ("rmsprop", "adam", "sgd"),
+    "lr_schedule": ("constant", "cosine"),
     "channels": (1, 3),
 }
 POSITIVE = ("total_sample_size", "epochs", "batch_size", "downsample", "margin",
@@ -94,6 +95,10 @@ def validate(config):
     if config["loss"] in IN_BATCH_LOSSES and config["pairing"] != "batch":
         raise ValueError(f"loss={config['loss']!r} compares the images inside each "
                          f"batch: add --pairing=batch")
+    if config["lr_schedule"] != "constant" and config["reduce_lr_patience"]:
+        raise ValueError(f"lr_schedule={config['lr_schedule']!r} already sets the "
+                         f"learning rate of every step, so reduce_lr_patience cannot "
+                         f"change it: use one of them (--reduce_lr_patience=0)")
     if config["class_rotations"] and config["pairing"] != "batch":
         raise ValueError("class_rotations=True adds classes to the P x K batches: add "
                          "--pairing=batch")

@@ -367,7 +367,17 @@ def make_optimizer(name, learning_rate):
     return optimizers[name](learning_rate=learning_rate)
 
 
-def compile_model(model, config):
+def learning_rate(config, steps_per_epoch):
+    """config["learning_rate"], or for lr_schedule="cosine" a schedule that lowers it
+    along a half cosine to 0 at the end of the last epoch (Loshchilov & Hutter 2017),
+    so the final epochs take small, steady steps instead of wandering around a minimum."""
+    if config.get("lr_schedule") == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            config["learning_rate"], decay_steps=steps_per_epoch * config["epochs"])
+    return config["learning_rate"]
+
+
+def compile_model(model, config, steps_per_epoch=1):
     """Compile the pair model (pairing="pairs"): contrastive loss with the seed's
     accuracy at d < margin/2, or for the weighted-L1 head binary cross-entropy (y = 1
     genuine) with accuracy at p > 0.5."""
@@ -377,13 +387,13 @@ def compile_model(model, config):
     else:
         loss = ContrastiveLoss(margin=config["margin"])
         accuracy = DistanceAccuracy(threshold=fixed_threshold(config))
-    model.compile(optimizer=make_optimizer(config["optimizer"], config["learning_rate"]),
-                  loss=loss, metrics=[accuracy],
+    optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch))
+    model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy],
                   jit_compile=config.get("jit_compile", False))
     return model
 
 
-def compile_embedding(base, config):
+def compile_embedding(base, config, steps_per_epoch=1):
     """Compile the base network alone (pairing="batch") with an in-batch loss: it is
     fitted on (images, class labels) batches."""
     if config["loss"] == "triplet":
@@ -392,6 +402,6 @@ def compile_embedding(base, config):
         loss = SupConLoss(temperature=config["temperature"])
     else:
         loss = BatchContrastiveLoss(margin=config["margin"])
-    base.compile(optimizer=make_optimizer(config["optimizer"], config["learning_rate"]),
-                 loss=loss, jit_compile=config.get("jit_compile", False))
+    optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch))
+    base.compile(optimizer=optimizer, loss=loss, jit_compile=config.get("jit_compile", False))
     return base

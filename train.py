@@ -38,6 +38,15 @@ class SaveProgress(keras.callbacks.Callback):
         plots.plot_history(self.history, self.run_dir)
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """Log the learning rate each epoch ended with, so history.csv shows the schedule."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+
+
 class ValidationOneShot(keras.callbacks.Callback):
     """Log `val_oneshot`, N-way one-shot accuracy on fixed validation tasks, each epoch
     (Koch et al. choose their model by it); only the tasks' images are embedded."""
@@ -89,17 +98,17 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
                                            config["seed"])
                if config["augment"] else None)
     if config["pairing"] == "pairs":
-        siamese_network_funcs.compile_model(model, config)
+        steps = -(-len(splits.train[1]) // batch)
+        siamese_network_funcs.compile_model(model, config, steps)
         return (model,
                 prepare_data.pair_dataset(imageset.images, *splits.train, batch,
                                           shuffle=True, seed=config["seed"],
                                           augment=augment, first_epoch=first_epoch),
-                prepare_data.pair_dataset(imageset.images, *splits.val, batch),
-                -(-len(splits.train[1]) // batch))
-    siamese_network_funcs.compile_embedding(base, config)
+                prepare_data.pair_dataset(imageset.images, *splits.val, batch), steps)
+    steps = max(1, 2 * len(splits.train[1]) // batch)
+    siamese_network_funcs.compile_embedding(base, config, steps)
     rng = np.random.default_rng(config["seed"])
     per_class = config["images_per_class"]
-    steps = max(1, 2 * len(splits.train[1]) // batch)
     classes = {name: (imageset.labels, splits.class_split[name], imageset.groups)
                for name in ("train", "val")}
     rotations = config["class_rotations"]
@@ -196,7 +205,8 @@ def train(config):
     best_so_far = runs.best_logged(history, config["monitor"], mode)  # on --resume
     callbacks = ([ValidationOneShot(model, base, imageset.images, val_tasks)]
                  if val_tasks else [])
-    if config["reduce_lr_patience"]:  # it logs learning_rate, so history.csv has it
+    callbacks.append(LogLearningRate())  # before ReduceLROnPlateau changes the rate
+    if config["reduce_lr_patience"]:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=config["monitor"], mode=mode, factor=0.5,
             patience=config["reduce_lr_patience"], verbose=1))

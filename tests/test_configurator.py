@@ -222,6 +222,7 @@ def test_malformed_argument_raises(argument):
     (["--pairing=batch", "--batch_size=6", "--images_per_class=4"], "batch_size"),
     (["--pairing=batch", "--images_per_class=1"], "images_per_class"),
     (["--class_rotations=True"], "--pairing=batch"),
+    (["--lr_schedule=cosine", "--reduce_lr_patience=2"], "--reduce_lr_patience=0"),
 ])
 def test_in_batch_settings_that_cannot_work_raise_saying_what_to_change(argv, message):
     with pytest.raises(ValueError, match=message):

@@ -192,6 +192,19 @@ def test_compile_model_uses_the_configured_margin():
     assert metrics[0]["config"]["name"] == "accuracy"  # history's accuracy/val_accuracy
 
 
+@pytest.mark.parametrize("compile_fn, network", [
+    (snf.compile_model, 0), (snf.compile_embedding, 1)])
+def test_cosine_schedule_falls_from_the_rate_to_zero_over_all_epochs(compile_fn, network):
+    built = build_siamese_model((8, 8, 1), "digits")[network]
+    config = {"optimizer": "adam", "learning_rate": 0.01, "epochs": 3, "margin": 1.0,
+              "distance": "euclidean", "loss": "contrastive", "lr_schedule": "cosine"}
+    optimizer = compile_fn(built, config, steps_per_epoch=4).optimizer
+    for step in (0, 3, 6, 9, 12):  # 12 = 3 epochs x 4 steps
+        optimizer.iterations.assign(step)
+        expected = 0.01 * 0.5 * (1 + np.cos(np.pi * step / 12))
+        assert float(optimizer.learning_rate) == pytest.approx(expected, abs=1e-9)
+
+
 # --- in-batch losses against loop-by-loop NumPy references ----------------------------
 
 def _numpy_pairwise(x):

@@ -105,6 +105,19 @@ def test_history_has_one_row_per_epoch(trained):
         values = [float(row[column]) for row in rows]
         assert np.isfinite(values).all(), column
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learned something
+    rates = [float(row["learning_rate"]) for row in rows]
+    assert rates == pytest.approx([trained["config"]["learning_rate"]] * len(rows))
+
+
+def test_cosine_schedule_reaches_zero_at_the_last_epoch(tmp_path):
+    config = get_config(out_dir=str(tmp_path), **dict(
+        SETTINGS, epochs=3, total_sample_size=600, lr_schedule="cosine", patience=0))
+    with open(os.path.join(train.train(config), "history.csv")) as handle:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
+    # Each epoch ends (e + 1) / 3 of the way along the half cosine.
+    expected = [config["learning_rate"] * 0.5 * (1 + np.cos(np.pi * (e + 1) / 3))
+                for e in range(3)]
+    assert rates == pytest.approx(expected, abs=1e-7)
 
 
 def test_reduce_lr_patience_halves_the_rate_after_each_epoch_without_progress(tmp_path):
