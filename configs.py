@@ -41,10 +41,12 @@ loss = "contrastive"  # y*d^2 + (1-y)*max(margin-d, 0)^2, y = 1 for a genuine pa
 #                       "triplet": FaceNet's max(d(a,p) - d(a,n) + triplet_margin, 0)
 #                       "supcon": supervised contrastive, a softmax over the batch that
 #                       asks each image to pick out its own class (Khosla et al. 2020)
+#                       "normsoftmax": cross-entropy over cosine similarities to one
+#                       learned vector per training class (Zhai & Wu 2019)
 margin = 1.0  # contrastive margin; pairs with d < margin/2 count as "same"
-normalize = False  # L2-normalise embeddings (always on with triplet and supcon)
+normalize = False  # L2-normalise embeddings (always on with triplet, supcon, normsoftmax)
 triplet_margin = 0.2  # FaceNet's alpha, for unit-length embeddings
-temperature = 0.1  # supcon's softmax temperature (on cosine similarities)
+temperature = 0.1  # softmax temperature of supcon and normsoftmax (on cosines)
 mining = "semi_hard"  # triplets mined in each batch: semi_hard | hard | all
 pairing = "pairs"  # "pairs": the seeds' way, each step embeds batch_size pairs
 #                    "batch": each step embeds batch_size images, P classes x K images,

@@ -11,7 +11,7 @@ CHOICES = {
     "dataset": tuple(configs.PRESETS),
     "split": ("classes", "groups", "pairs"),
     "distance": ("euclidean", "l1_sigmoid"),
-    "loss": ("contrastive", "bce", "triplet", "supcon"),
+    "loss": ("contrastive", "bce", "triplet", "supcon", "normsoftmax"),
     "mining": ("semi_hard", "hard", "all"),
     "pairing": ("pairs", "batch"),
     "monitor": ("val_loss", "val_oneshot"),
@@ -26,7 +26,8 @@ POSITIVE = ("total_sample_size", "epochs", "batch_size", "downsample", "margin",
 NON_NEGATIVE = ("patience", "reduce_lr_patience", "seed", "max_images_per_class", "ways",
                 "batch_groups")
 FRACTIONS = ("test_fraction", "val_fraction")
-IN_BATCH_LOSSES = ("triplet", "supcon")  # need pairing="batch" and unit embeddings
+IN_BATCH_LOSSES = ("triplet", "supcon", "normsoftmax")  # need pairing="batch" and unit
+#                                                        embeddings
 
 
 def defaults():
@@ -99,6 +100,10 @@ def validate(config):
         raise ValueError(f"lr_schedule={config['lr_schedule']!r} already sets the "
                          f"learning rate of every step, so reduce_lr_patience cannot "
                          f"change it: use one of them (--reduce_lr_patience=0)")
+    if config["loss"] == "normsoftmax" and config["monitor"] != "val_oneshot":
+        raise ValueError("loss='normsoftmax' learns one vector per training class, so its "
+                         "val_loss on the validation classes measures nothing: add "
+                         "--monitor=val_oneshot")
     if config["class_rotations"] and config["pairing"] != "batch":
         raise ValueError("class_rotations=True adds classes to the P x K batches: add "
                          "--pairing=batch")

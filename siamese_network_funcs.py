@@ -312,6 +312,35 @@ class SupConLoss(keras.losses.Loss):
         return {**super().get_config(), "temperature": self.temperature}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CosineClassifier(layers.Layer):
+    """NormSoftmax's training head (Wang et al. 2017; Zhai & Wu 2019): one learned unit
+    vector per training class, logits = cos(embedding, class vector) / temperature.
+
+    Cross-entropy over these logits pulls every image towards its own class vector and
+    away from all the others at once, not only from the few classes in its batch; only
+    the base network is kept after training, so the class vectors never limit which
+    classes the embedding can compare.
+    """
+
+    def __init__(self, num_classes, temperature=0.05, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.temperature = num_classes, temperature
+
+    def build(self, input_shape):
+        self.class_vectors = self.add_weight(
+            shape=(input_shape[-1], self.num_classes), initializer="glorot_uniform",
+            name="class_vectors")
+
+    def call(self, embeddings):
+        unit = ops.normalize(embeddings, axis=-1)
+        return ops.matmul(unit, ops.normalize(self.class_vectors, axis=0)) / self.temperature
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "temperature": self.temperature}
+
+
 def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
                         distance="euclidean", name="siamese"):
     """Two image inputs -> one shared base network -> the pair's output (batch, 1):
@@ -393,15 +422,23 @@ def compile_model(model, config, steps_per_epoch=1):
     return model
 
 
-def compile_embedding(base, config, steps_per_epoch=1):
-    """Compile the base network alone (pairing="batch") with an in-batch loss: it is
-    fitted on (images, class labels) batches."""
+def compile_embedding(base, config, steps_per_epoch=1, num_classes=0):
+    """Compile what fits the base network (pairing="batch") on (images, class labels)
+    batches, and return it: the base itself with an in-batch loss (triplet, supcon,
+    contrastive), or for loss="normsoftmax" the base with a CosineClassifier over the
+    `num_classes` class labels on top, trained with cross-entropy."""
+    fitted = base
     if config["loss"] == "triplet":
         loss = TripletLoss(margin=config["triplet_margin"], mining=config["mining"])
     elif config["loss"] == "supcon":
         loss = SupConLoss(temperature=config["temperature"])
+    elif config["loss"] == "normsoftmax":
+        logits = CosineClassifier(num_classes, config["temperature"],
+                                  name="class_logits")(base.output)
+        fitted = keras.Model(base.input, logits, name="embedding_classifier")
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     else:
         loss = BatchContrastiveLoss(margin=config["margin"])
     optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch))
-    base.compile(optimizer=optimizer, loss=loss, jit_compile=config.get("jit_compile", False))
-    return base
+    fitted.compile(optimizer=optimizer, loss=loss, jit_compile=config.get("jit_compile", False))
+    return fitted

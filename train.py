@@ -105,8 +105,6 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
                                           shuffle=True, seed=config["seed"],
                                           augment=augment, first_epoch=first_epoch),
                 prepare_data.pair_dataset(imageset.images, *splits.val, batch), steps)
-    steps = max(1, 2 * len(splits.train[1]) // batch)
-    siamese_network_funcs.compile_embedding(base, config, steps)
     rng = np.random.default_rng(config["seed"])
     per_class = config["images_per_class"]
     classes = {name: (imageset.labels, splits.class_split[name], imageset.groups)
@@ -119,6 +117,9 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
                              f"must be square, but these are {height}x{width}: set "
                              f"--image_size=S,S or --class_rotations=False")
         classes["train"] = prepare_data.rotated_classes(*classes["train"])
+    steps = max(1, 2 * len(splits.train[1]) // batch)
+    fitted = siamese_network_funcs.compile_embedding(  # one group per (virtual) class
+        base, config, steps, num_classes=len(classes["train"][2]))
     batches = {}
     for name, n in (("train", steps * config["epochs"]),
                     ("val", max(1, 2 * len(splits.val[1]) // batch))):
@@ -126,7 +127,7 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
         batches[name] = prepare_data.pk_batches(labels, class_ids, batch // per_class,
                                                 per_class, n, rng, groups,
                                                 config["batch_groups"])
-    return (base,
+    return (fitted,
             prepare_data.image_dataset(imageset.images, classes["train"][0],
                                        batches["train"][first_epoch * steps:], augment,
                                        rotations),

@@ -173,7 +173,7 @@ def test_fraction_outside_zero_one_raises(argument, key):
 
 @pytest.mark.parametrize("key, allowed", [
     ("split", ("classes", "groups", "pairs")),
-    ("loss", ("contrastive", "bce", "triplet", "supcon")),
+    ("loss", ("contrastive", "bce", "triplet", "supcon", "normsoftmax")),
     ("mining", ("semi_hard", "hard", "all")),
     ("pairing", ("pairs", "batch")),
     ("monitor", ("val_loss", "val_oneshot")),
@@ -223,6 +223,8 @@ def test_malformed_argument_raises(argument):
     (["--pairing=batch", "--images_per_class=1"], "images_per_class"),
     (["--class_rotations=True"], "--pairing=batch"),
     (["--lr_schedule=cosine", "--reduce_lr_patience=2"], "--reduce_lr_patience=0"),
+    (["--loss=normsoftmax", "--monitor=val_oneshot"], "--pairing=batch"),
+    (["--loss=normsoftmax", "--pairing=batch"], "--monitor=val_oneshot"),
 ])
 def test_in_batch_settings_that_cannot_work_raise_saying_what_to_change(argv, message):
     with pytest.raises(ValueError, match=message):

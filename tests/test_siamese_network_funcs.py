@@ -350,6 +350,41 @@ def test_supcon_loss_round_trips_its_temperature():
     assert loss.temperature == 0.3
 
 
+def test_cosine_classifier_logits_match_numpy():
+    rng = np.random.default_rng(5)
+    embeddings = rng.normal(size=(6, 4)).astype(np.float32)
+    layer = snf.CosineClassifier(num_classes=3, temperature=0.05)
+    logits = keras.ops.convert_to_numpy(layer(embeddings))
+    vectors = keras.ops.convert_to_numpy(layer.class_vectors)
+    expected = ((embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True))
+                @ (vectors / np.linalg.norm(vectors, axis=0, keepdims=True)) / 0.05)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    assert logits.shape == (6, 3) and np.abs(logits).max() <= 1 / 0.05 + 1e-4
+
+
+def test_normsoftmax_fits_a_classifier_over_the_classes_and_trains_the_base():
+    _, base = build_siamese_model((8, 8, 1), "digits", normalize=True)
+    config = {"optimizer": "adam", "learning_rate": 0.01, "loss": "normsoftmax",
+              "temperature": 0.1}
+    fitted = snf.compile_embedding(base, config, num_classes=7)
+    assert fitted is not base and fitted.output.shape == (None, 7)
+    assert isinstance(fitted.layers[-1], snf.CosineClassifier)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(7), 4)
+    images = (rng.integers(0, 64, (28, 8, 8, 1)) + 24 * labels[:, None, None, None])
+    images = images.astype(np.float32)
+    before = keras.ops.convert_to_numpy(base(images))
+    history = fitted.fit(images, labels, epochs=15, batch_size=28, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    assert not np.allclose(keras.ops.convert_to_numpy(base(images)), before)
+
+
+def test_cosine_classifier_round_trips_its_settings():
+    layer = snf.CosineClassifier.from_config(
+        snf.CosineClassifier(num_classes=9, temperature=0.2).get_config())
+    assert (layer.num_classes, layer.temperature) == (9, 0.2)
+
+
 def test_unknown_mining_raises():
     with pytest.raises(ValueError, match="mining"):
         snf.TripletLoss(mining="easy")
