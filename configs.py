@@ -152,7 +152,7 @@ PRESETS = {
         within_group=True, pairing="batch", loss="triplet", mining="semi_hard",
         images_per_class=4, batch_size=128, augment=True, flip=False,
         class_rotations=True, optimizer="adam", learning_rate=0.001, epochs=30,
-        patience=6, monitor="val_oneshot",
+        lr_schedule="cosine", patience=0, monitor="val_oneshot",
     ),
     # Any class-folder tree of your own: point data_dir at it.
     "folder": dict(
