@@ -440,5 +440,6 @@ def compile_embedding(base, config, steps_per_epoch=1, num_classes=0):
     else:
         loss = BatchContrastiveLoss(margin=config["margin"])
     optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch))
-    fitted.compile(optimizer=optimizer, loss=loss, jit_compile=config.get("jit_compile", False))
+    fitted.compile(optimizer=optimizer, loss=loss,
+                   jit_compile=config.get("jit_compile", False))
     return fitted

@@ -127,12 +127,16 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
         batches[name] = prepare_data.pk_batches(labels, class_ids, batch // per_class,
                                                 per_class, n, rng, groups,
                                                 config["batch_groups"])
+    # normsoftmax's class vectors belong to the training classes, so its loss on the
+    # validation classes means nothing; val_oneshot measures that run instead.
+    val_data = (None if config["loss"] == "normsoftmax" else
+                prepare_data.image_dataset(imageset.images, imageset.labels,
+                                           batches["val"]))
     return (fitted,
             prepare_data.image_dataset(imageset.images, classes["train"][0],
                                        batches["train"][first_epoch * steps:], augment,
                                        rotations),
-            prepare_data.image_dataset(imageset.images, imageset.labels,
-                                       batches["val"]), steps)
+            val_data, steps)
 
 
 def save_run(run_dir, model, base, config):

@@ -314,6 +314,7 @@ def test_each_recipe_beats_chance_and_saves_a_pair_model(tmp_path, recipe,
         history = list(csv.DictReader(handle))
     assert len(history) == SETTINGS["epochs"]
     assert ("val_oneshot" in history[0]) == (recipe.get("split") != "pairs")
+    assert ("val_loss" in history[0]) == (recipe.get("loss") != "normsoftmax")
     assert evaluation["oneshot_accuracy"] >= evaluation["chance"] + min_oneshot_gain, \
         evaluation
     assert evaluation["test_pair_accuracy"] >= min_pair_accuracy, evaluation
