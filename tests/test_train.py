@@ -109,10 +109,24 @@ def test_history_has_one_row_per_epoch(trained):
     assert rates == pytest.approx([trained["config"]["learning_rate"]] * len(rows))
 
 
-def test_cosine_schedule_reaches_zero_at_the_last_epoch(tmp_path):
+def test_cosine_schedule_reaches_zero_at_the_last_epoch_across_a_resume(tmp_path,
+                                                                        monkeypatch):
+    # Ctrl-C after the 2nd of 3 epochs, then --resume: the restored optimizer carries
+    # on along the same schedule.
     config = get_config(out_dir=str(tmp_path), **dict(
         SETTINGS, epochs=3, total_sample_size=600, lr_schedule="cosine", patience=0))
-    with open(os.path.join(train.train(config), "history.csv")) as handle:
+    original = train.SaveProgress.on_epoch_end
+
+    def interrupting(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", interrupting)
+    run_dir = train.train(config)
+    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", original)
+    assert train.main([f"--resume={run_dir}"]) == 0
+    with open(os.path.join(run_dir, "history.csv")) as handle:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
     # Each epoch ends (e + 1) / 3 of the way along the half cosine.
     expected = [config["learning_rate"] * 0.5 * (1 + np.cos(np.pi * (e + 1) / 3))
