@@ -104,6 +104,9 @@ def validate(config):
         raise ValueError("loss='normsoftmax' learns one vector per training class, so its "
                          "val_loss on the validation classes measures nothing: add "
                          "--monitor=val_oneshot")
+    if config["projection_head"] and config["pairing"] != "batch":
+        raise ValueError("projection_head=True trains through a head that the pair "
+                         "model does not have: add --pairing=batch")
     if config["class_rotations"] and config["pairing"] != "batch":
         raise ValueError("class_rotations=True adds classes to the P x K batches: add "
                          "--pairing=batch")

@@ -55,8 +55,12 @@ def build_base_network(input_shape, conv, dense=(), embedding_dim=50,
                        embedding_activation="relu", activation="relu", padding="valid",
                        pool="max", batch_norm=False, input_batch_norm=False,
                        conv_dropout=0.0, dense_dropout=0.0, global_pool=False,
-                       normalize=False, koch_init=False, name="embedding"):
+                       normalize=False, koch_init=False, projection_head=False,
+                       name="embedding"):
     """The CNN both images go through: pixels in [0, 255] -> an embedding vector.
+
+    projection_head: end at the features under the embedding layer (see
+    add_projection_head, which puts that layer back on top for training).
 
     koch_init: Koch et al.'s initialisation, conv weights N(0, 0.01), dense weights
     N(0, 0.2), biases N(0.5, 0.01); otherwise Keras' defaults (Glorot uniform, zeros).
@@ -87,8 +91,8 @@ def build_base_network(input_shape, conv, dense=(), embedding_dim=50,
         x = layers.Dense(units, activation="relu")(x)
         if dense_dropout:
             x = layers.Dropout(dense_dropout)(x)
-    outputs = layers.Dense(embedding_dim, activation=embedding_activation,
-                           **dense_init)(x)
+    outputs = x if projection_head else layers.Dense(
+        embedding_dim, activation=embedding_activation, **dense_init)(x)
     if normalize:
         outputs = L2Normalize(name="l2_normalize")(outputs)
     return keras.Model(inputs, outputs, name=name)
@@ -342,13 +346,14 @@ class CosineClassifier(layers.Layer):
 
 
 def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
-                        distance="euclidean", name="siamese"):
+                        distance="euclidean", projection_head=False, name="siamese"):
     """Two image inputs -> one shared base network -> the pair's output (batch, 1):
     distance="euclidean": the Euclidean distance of the two embeddings;
     distance="l1_sigmoid": Koch et al.'s p(same) = sigmoid(sum_j alpha_j |a_j - b_j| + b).
 
     Returns (model, base); `base` maps one image to its embedding (of unit length with
-    `normalize`). Training `base` alone (in-batch losses) trains `model` too.
+    `normalize`). Training `base` alone (in-batch losses) trains `model` too. With
+    `projection_head`, `base` ends below the embedding layer (add_projection_head).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r} is not one of "
@@ -360,6 +365,7 @@ def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
                          f"{smallest}x{smallest}: set a larger --image_size (or a smaller "
                          f"--downsample), or choose another --architecture")
     base = build_base_network(input_shape, normalize=normalize,
+                              projection_head=projection_head,
                               **ARCHITECTURES[architecture])
     image_a = keras.Input(shape=input_shape, name="image_a")
     image_b = keras.Input(shape=input_shape, name="image_b")
@@ -370,6 +376,19 @@ def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
     else:
         output = EuclideanDistance(name="distance")(embeddings)
     return keras.Model([image_a, image_b], output, name=name), base
+
+
+def add_projection_head(base, architecture):
+    """The base network with its architecture's embedding layer on top, as a projection
+    head (Chen et al. 2020, SimCLR; Khosla et al. 2020, supervised contrastive): the
+    loss trains through it, and the features under it, which carry over to unseen
+    classes better, are what evaluation and inference compare. Unit-length output."""
+    settings = ARCHITECTURES[architecture]
+    projected = layers.Dense(settings["embedding_dim"], name="projection",
+                             activation=settings.get("embedding_activation", "relu"))(
+                                 base.output)
+    return keras.Model(base.input, L2Normalize(name="projection_l2_normalize")(projected),
+                       name="projected_embedding")
 
 
 def l1_head(model):
@@ -426,15 +445,17 @@ def compile_embedding(base, config, steps_per_epoch=1, num_classes=0):
     """Compile what fits the base network (pairing="batch") on (images, class labels)
     batches, and return it: the base itself with an in-batch loss (triplet, supcon,
     contrastive), or for loss="normsoftmax" the base with a CosineClassifier over the
-    `num_classes` class labels on top, trained with cross-entropy."""
-    fitted = base
+    `num_classes` class labels on top, trained with cross-entropy; with
+    config["projection_head"], a projection head (add_projection_head) in between."""
+    fitted = (add_projection_head(base, config["architecture"])
+              if config.get("projection_head") else base)
     if config["loss"] == "triplet":
         loss = TripletLoss(margin=config["triplet_margin"], mining=config["mining"])
     elif config["loss"] == "supcon":
         loss = SupConLoss(temperature=config["temperature"])
     elif config["loss"] == "normsoftmax":
         logits = CosineClassifier(num_classes, config["temperature"],
-                                  name="class_logits")(base.output)
+                                  name="class_logits")(fitted.output)
         fitted = keras.Model(base.input, logits, name="embedding_classifier")
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     else:

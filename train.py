@@ -183,7 +183,7 @@ def train(config):
         model, base = siamese_network_funcs.build_siamese_model(
             input_shape, config["architecture"],
             normalize=config["normalize"] or config["loss"] in IN_BATCH_LOSSES,
-            distance=config["distance"])
+            distance=config["distance"], projection_head=config["projection_head"])
         fitted, train_data, val_data, steps = training_setup(
             config, imageset, splits, model, base, first_epoch=done)
     # The run folder only once the network and its data are built, so a setting that
@@ -199,8 +199,9 @@ def train(config):
               f"replicas share each batch of {config['batch_size']}")
     loss_name = f"{config['loss']} loss ({config['mining']} mining)" \
         if config["loss"] == "triplet" else f"{config['loss']} loss"
-    print(f"model: {config['architecture']} base, {base.count_params():,} parameters, "
-          f"{loss_name}, pairing={config['pairing']}, {config['optimizer']} "
+    projection = " (+ a projection head for training)" if config["projection_head"] else ""
+    print(f"model: {config['architecture']} base, {base.count_params():,} parameters"
+          f"{projection}, {loss_name}, pairing={config['pairing']}, {config['optimizer']} "
           f"lr={config['learning_rate']}")
 
     checkpoint = os.path.join(run_dir, "checkpoint.weights.h5")

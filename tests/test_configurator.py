@@ -225,6 +225,7 @@ def test_malformed_argument_raises(argument):
     (["--lr_schedule=cosine", "--reduce_lr_patience=2"], "--reduce_lr_patience=0"),
     (["--loss=normsoftmax", "--monitor=val_oneshot"], "--pairing=batch"),
     (["--loss=normsoftmax", "--pairing=batch"], "--monitor=val_oneshot"),
+    (["--projection_head=True"], "--pairing=batch"),
 ])
 def test_in_batch_settings_that_cannot_work_raise_saying_what_to_change(argv, message):
     with pytest.raises(ValueError, match=message):

@@ -379,6 +379,36 @@ def test_normsoftmax_fits_a_classifier_over_the_classes_and_trains_the_base():
     assert not np.allclose(keras.ops.convert_to_numpy(base(images)), before)
 
 
+@pytest.mark.parametrize("loss, output_shape", [("supcon", (None, 50)),
+                                                 ("normsoftmax", (None, 7))])
+def test_projection_head_is_trained_through_and_left_out_of_the_base(loss, output_shape):
+    model, base = build_siamese_model((8, 8, 1), "digits", normalize=True,
+                                      projection_head=True)
+    # digits: Dense 128 -> a 50-d embedding layer, which becomes the head.
+    assert base.output.shape == (None, 128)
+    config = {"optimizer": "adam", "learning_rate": 0.01, "loss": loss,
+              "temperature": 0.1, "architecture": "digits", "projection_head": True}
+    fitted = snf.compile_embedding(base, config, num_classes=7)
+    assert fitted.output.shape == output_shape
+    assert fitted.get_layer("projection").units == 50
+    assert "projection" not in [layer.name for layer in base.layers]
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(7), 4)
+    images = (rng.integers(0, 64, (28, 8, 8, 1)) + 24 * labels[:, None, None, None])
+    images = images.astype(np.float32)
+    before = keras.ops.convert_to_numpy(base(images))
+    history = fitted.fit(images, labels, epochs=15, batch_size=28, verbose=0)
+    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+    features = keras.ops.convert_to_numpy(base(images))
+    assert not np.allclose(features, before)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+    # The pair model compares the features, not the head's output.
+    distances = keras.ops.convert_to_numpy(model([images[:5], images[5:10]]))[:, 0]
+    np.testing.assert_allclose(distances,
+                               np.linalg.norm(features[:5] - features[5:10], axis=1),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_cosine_classifier_round_trips_its_settings():
     layer = snf.CosineClassifier.from_config(
         snf.CosineClassifier(num_classes=9, temperature=0.2).get_config())
