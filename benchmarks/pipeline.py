@@ -117,7 +117,8 @@ def main(argv):
     siamese_network_funcs.compile_model(model, dict(config, loss="contrastive",
                                                     distance="euclidean"))
     pair_rate = training_rate(model, data, batch, args.steps)
-    siamese_network_funcs.compile_embedding(base, config)
+    # The same layers as the pair model's (a projection head is the embedding layer).
+    siamese_network_funcs.compile_embedding(base, dict(config, projection_head=False))
     k = config["images_per_class"]
     batches = prepare_data.pk_batches(imageset.labels, everyone, batch // k, k,
                                       args.steps + 2, np.random.default_rng(SEED))
