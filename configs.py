@@ -36,8 +36,8 @@ class_rotations = False  # pairing="batch": each training class turned by 90, 18
 architecture = "att_faces"  # a key of siamese_network_funcs.ARCHITECTURES
 projection_head = False  # pairing="batch": the architecture's embedding layer becomes a
 #                          head the loss trains through and the saved network leaves
-#                          out; images are compared by the unit-length features under it,
-#                          which carry over to unseen classes better (SimCLR, SupCon)
+#                          out; images are compared by the features under it, which can
+#                          carry over to unseen classes better (SimCLR, SupCon)
 distance = "euclidean"  # output: Euclidean distance between the two embeddings
 #                         "l1_sigmoid": Koch's p(same) = sigmoid(alpha . |a - b| + bias)
 loss = "contrastive"  # y*d^2 + (1-y)*max(margin-d, 0)^2, y = 1 for a genuine pair

@@ -381,7 +381,7 @@ def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
 def add_projection_head(base, architecture):
     """The base network with its architecture's embedding layer on top, as a projection
     head (Chen et al. 2020, SimCLR; Khosla et al. 2020, supervised contrastive): the
-    loss trains through it, and the features under it, which carry over to unseen
+    loss trains through it, and the features under it, which can carry over to unseen
     classes better, are what evaluation and inference compare. Unit-length output."""
     settings = ARCHITECTURES[architecture]
     projected = layers.Dense(settings["embedding_dim"], name="projection",
