@@ -362,6 +362,14 @@ def test_cosine_classifier_logits_match_numpy():
     assert logits.shape == (6, 3) and np.abs(logits).max() <= 1 / 0.05 + 1e-4
 
 
+def _separable_classes():
+    """7 classes x 4 noisy 8x8 images, each class brighter than the one before."""
+    labels = np.repeat(np.arange(7), 4)
+    images = (np.random.default_rng(0).integers(0, 64, (28, 8, 8, 1))
+              + 24 * labels[:, None, None, None])
+    return images.astype(np.float32), labels
+
+
 def test_normsoftmax_fits_a_classifier_over_the_classes_and_trains_the_base():
     _, base = build_siamese_model((8, 8, 1), "digits", normalize=True)
     config = {"optimizer": "adam", "learning_rate": 0.01, "loss": "normsoftmax",
@@ -369,10 +377,7 @@ def test_normsoftmax_fits_a_classifier_over_the_classes_and_trains_the_base():
     fitted = snf.compile_embedding(base, config, num_classes=7)
     assert fitted is not base and fitted.output.shape == (None, 7)
     assert isinstance(fitted.layers[-1], snf.CosineClassifier)
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(7), 4)
-    images = (rng.integers(0, 64, (28, 8, 8, 1)) + 24 * labels[:, None, None, None])
-    images = images.astype(np.float32)
+    images, labels = _separable_classes()
     before = keras.ops.convert_to_numpy(base(images))
     history = fitted.fit(images, labels, epochs=15, batch_size=28, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
@@ -392,10 +397,7 @@ def test_projection_head_is_trained_through_and_left_out_of_the_base(loss, outpu
     assert fitted.output.shape == output_shape
     assert fitted.get_layer("projection").units == 50
     assert "projection" not in [layer.name for layer in base.layers]
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(7), 4)
-    images = (rng.integers(0, 64, (28, 8, 8, 1)) + 24 * labels[:, None, None, None])
-    images = images.astype(np.float32)
+    images, labels = _separable_classes()
     before = keras.ops.convert_to_numpy(base(images))
     history = fitted.fit(images, labels, epochs=15, batch_size=28, verbose=0)
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
