@@ -10,6 +10,7 @@ from keras import layers, ops
 
 PACKAGE = "siamese"
 HEAD_LAYER = "similarity"  # the Dense sigmoid of the weighted-L1 head
+EMBEDDING_ACTIVATION = "relu"  # of the embedding layer, where an architecture sets none
 
 # Base networks as data: conv = [(filters, kernel, max-pool after?)], then Dense layers.
 ARCHITECTURES = {
@@ -52,8 +53,8 @@ ARCHITECTURES = {
 
 
 def build_base_network(input_shape, conv, dense=(), embedding_dim=50,
-                       embedding_activation="relu", activation="relu", padding="valid",
-                       pool="max", batch_norm=False, input_batch_norm=False,
+                       embedding_activation=EMBEDDING_ACTIVATION, activation="relu",
+                       padding="valid", pool="max", batch_norm=False, input_batch_norm=False,
                        conv_dropout=0.0, dense_dropout=0.0, global_pool=False,
                        normalize=False, koch_init=False, projection_head=False,
                        name="embedding"):
@@ -384,9 +385,9 @@ def add_projection_head(base, architecture):
     loss trains through it, and the features under it, which can carry over to unseen
     classes better, are what evaluation and inference compare. Unit-length output."""
     settings = ARCHITECTURES[architecture]
-    projected = layers.Dense(settings["embedding_dim"], name="projection",
-                             activation=settings.get("embedding_activation", "relu"))(
-                                 base.output)
+    activation = settings.get("embedding_activation", EMBEDDING_ACTIVATION)
+    projected = layers.Dense(settings["embedding_dim"], activation=activation,
+                             name="projection")(base.output)
     return keras.Model(base.input, L2Normalize(name="projection_l2_normalize")(projected),
                        name="projected_embedding")
 
