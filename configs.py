@@ -70,6 +70,11 @@ reduce_lr_patience = 0  # halve the learning rate after this many epochs without
 #                        progress; 0 = a constant learning rate
 monitor = "val_loss"  # what "progress" and the kept checkpoint mean: val_loss, or
 #                       val_oneshot (N-way one-shot accuracy on the validation classes)
+refit = False  # once validation has chosen the epoch count, train a fresh network on
+#               the training and validation classes together for that many epochs and
+#               keep it (the "trainval" practice of few-shot papers, e.g. Lee et al.
+#               2019); the test classes stay unseen; the threshold is the one
+#               calibrated on the validation pairs before they joined training
 seed = 1337  # one seed drives the split, the pairs, shuffling and initialisation
 distribute = "none"  # none | mirrored (all local GPUs) | multi_worker (hosts in TF_CONFIG)
 jit_compile = False  # XLA; measured slower on 2-core CPUs (benchmarks/pipeline.py)

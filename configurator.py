@@ -107,6 +107,10 @@ def validate(config):
     if config["projection_head"] and config["pairing"] != "batch":
         raise ValueError("projection_head=True trains through a head that the pair "
                          "model does not have: add --pairing=batch")
+    if config["refit"] and config["split"] == "pairs":
+        raise ValueError("refit=True adds the validation classes to training once they "
+                         "have chosen the epoch count; split='pairs' has no classes of "
+                         "its own for validation: use --split=classes or --split=groups")
     if config["class_rotations"] and config["pairing"] != "batch":
         raise ValueError("class_rotations=True adds classes to the P x K batches: add "
                          "--pairing=batch")

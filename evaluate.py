@@ -81,6 +81,9 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
         results["val_pair_accuracy"] = val_accuracy
         results["eer_threshold"] = metrics.roc(val_d, splits.val[1])[5]
         results["threshold_source"] = "best accuracy on the validation pairs"
+    elif config["refit"]:
+        results["threshold_source"] = ("best accuracy on the validation pairs, before "
+                                       "the refit trained on them")
     else:
         results["threshold_source"] = "the trained run's calibrated threshold"
     results["threshold"] = threshold
@@ -170,6 +173,11 @@ def evaluate_run(run_dir, overrides, report_dir=None):
     else:
         imageset = prepare_data.load_dataset(config)
         splits = prepare_data.build_splits(imageset, config)
+        refitted = runs.read_json(os.path.join(run_dir, "metrics.json"), default={})
+        if refitted.get("refit_epochs"):
+            # The kept network learnt from the validation classes too; its threshold
+            # was calibrated on them before that.
+            splits = prepare_data.merge_validation(splits)
     return evaluate(run_dir, config, imageset, splits, metrics.embed(base, imageset.images),
                     threshold=trained.get("threshold",
                                           siamese_network_funcs.fixed_threshold(config)),

@@ -340,6 +340,17 @@ def build_splits(imageset, config):
                       {"train": train_ids, "val": val_ids, "test": test_ids})
 
 
+def merge_validation(splits):
+    """`splits` with the validation classes and pairs moved into training (refit=True:
+    the final fit learns from every labelled class but the test ones)."""
+    pairs = np.concatenate([splits.train[0], splits.val[0]])
+    labels = np.concatenate([splits.train[1], splits.val[1]])
+    classes = splits.class_split
+    return PairSplits((pairs, labels), (pairs[:0], labels[:0]), splits.test,
+                      {"train": np.union1d(classes["train"], classes["val"]),
+                       "val": classes["val"][:0], "test": classes["test"]})
+
+
 def unseen_splits(imageset, config):
     """Every class of `imageset` as unseen test classes (evaluating on another folder):
     balanced test pairs among them, no training or validation pairs."""

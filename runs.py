@@ -43,6 +43,22 @@ def read_history(path):
     return history
 
 
+def write_history(path, history):
+    """{column: [value per epoch]} (a Keras History.history) as a CSV like
+    CSVLogger's, one row per epoch."""
+    import csv
+
+    columns = sorted(history)
+
+    def write(temporary):
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["epoch"] + columns)
+            for epoch, row in enumerate(zip(*(history[k] for k in columns))):
+                writer.writerow([epoch, *row])
+    atomic_write(path, write)
+
+
 def best_logged(history, key, mode):
     """The best value of `key` logged so far (max or min by mode), or None."""
     values = history.get(key)

@@ -97,6 +97,7 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
     augment = (prepare_data.make_augmenter(imageset.images.shape[1:], config["flip"],
                                            config["seed"])
                if config["augment"] else None)
+    validating = len(splits.val[1]) > 0  # not in a refit, where validation joined training
     if config["pairing"] == "pairs":
         steps = -(-len(splits.train[1]) // batch)
         siamese_network_funcs.compile_model(model, config, steps)
@@ -104,7 +105,8 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
                 prepare_data.pair_dataset(imageset.images, *splits.train, batch,
                                           shuffle=True, seed=config["seed"],
                                           augment=augment, first_epoch=first_epoch),
-                prepare_data.pair_dataset(imageset.images, *splits.val, batch), steps)
+                prepare_data.pair_dataset(imageset.images, *splits.val, batch)
+                if validating else None, steps)
     rng = np.random.default_rng(config["seed"])
     per_class = config["images_per_class"]
     classes = {name: (imageset.labels, splits.class_split[name], imageset.groups)
@@ -120,23 +122,65 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
     steps = max(1, 2 * len(splits.train[1]) // batch)
     fitted = siamese_network_funcs.compile_embedding(  # one group per (virtual) class
         base, config, steps, num_classes=len(classes["train"][2]))
+    # normsoftmax's class vectors belong to the training classes, so its loss on the
+    # validation classes means nothing; val_oneshot measures that run instead.
+    counts = {"train": steps * config["epochs"]}
+    if validating and config["loss"] != "normsoftmax":
+        counts["val"] = max(1, 2 * len(splits.val[1]) // batch)
     batches = {}
-    for name, n in (("train", steps * config["epochs"]),
-                    ("val", max(1, 2 * len(splits.val[1]) // batch))):
+    for name, n in counts.items():
         labels, class_ids, groups = classes[name]
         batches[name] = prepare_data.pk_batches(labels, class_ids, batch // per_class,
                                                 per_class, n, rng, groups,
                                                 config["batch_groups"])
-    # normsoftmax's class vectors belong to the training classes, so its loss on the
-    # validation classes means nothing; val_oneshot measures that run instead.
-    val_data = (None if config["loss"] == "normsoftmax" else
-                prepare_data.image_dataset(imageset.images, imageset.labels,
-                                           batches["val"]))
+    val_data = (prepare_data.image_dataset(imageset.images, imageset.labels,
+                                           batches["val"]) if "val" in batches else None)
     return (fitted,
             prepare_data.image_dataset(imageset.images, classes["train"][0],
                                        batches["train"][first_epoch * steps:], augment,
                                        rotations),
             val_data, steps)
+
+
+def build_network(config, input_shape):
+    """(pair model, base network) as the config describes, freshly initialised."""
+    return siamese_network_funcs.build_siamese_model(
+        input_shape, config["architecture"],
+        normalize=config["normalize"] or config["loss"] in IN_BATCH_LOSSES,
+        distance=config["distance"], projection_head=config["projection_head"])
+
+
+def chosen_epochs(history, monitor, mode):
+    """How many epochs the best logged value of `monitor` took (1-based)."""
+    values = history[monitor]
+    return int(np.argmax(values) if mode == "max" else np.argmin(values)) + 1
+
+
+def refit(config, imageset, splits, epochs, run_dir, strategy):
+    """A fresh network fitted on the training and validation classes together for
+    `epochs`, with the same recipe; (pair model, base), or None when Ctrl-C or a NaN
+    loss stopped it (the network chosen on validation is then kept)."""
+    print(f"refit: a fresh network on the training and validation classes for the "
+          f"{epochs} epochs validation chose")
+    keras.utils.set_random_seed(config["seed"])
+    config = dict(config, epochs=epochs)  # a cosine schedule then ends with the refit
+    with strategy.scope():
+        model, base = build_network(config, imageset.images.shape[1:])
+        fitted, train_data, _, steps = training_setup(config, imageset, splits, model,
+                                                      base)
+    try:
+        history = fitted.fit(train_data, epochs=epochs, steps_per_epoch=steps,
+                             callbacks=[LogLearningRate(),
+                                        keras.callbacks.TerminateOnNaN()],
+                             shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    except KeyboardInterrupt:
+        print("\nrefit interrupted: keeping the network chosen on validation")
+        return None
+    runs.write_history(os.path.join(run_dir, "refit_history.csv"), history.history)
+    if not np.isfinite(history.history["loss"][-1]):
+        print("the refit's loss became NaN: keeping the network chosen on validation")
+        return None
+    return model, base
 
 
 def save_run(run_dir, model, base, config):
@@ -180,10 +224,7 @@ def train(config):
 
     strategy = make_strategy(config["distribute"])
     with strategy.scope():  # variables are mirrored on every device of the strategy
-        model, base = siamese_network_funcs.build_siamese_model(
-            input_shape, config["architecture"],
-            normalize=config["normalize"] or config["loss"] in IN_BATCH_LOSSES,
-            distance=config["distance"], projection_head=config["projection_head"])
+        model, base = build_network(config, input_shape)
         fitted, train_data, val_data, steps = training_setup(
             config, imageset, splits, model, base, first_epoch=done)
     # The run folder only once the network and its data are built, so a setting that
@@ -250,6 +291,20 @@ def train(config):
     if os.path.exists(checkpoint):
         fitted.load_weights(checkpoint)  # the best epoch on config["monitor"]
     save_run(run_dir, model, base, config)
+    calibrated, refit_epochs = None, 0
+    if config["refit"] and not interrupted and losses and np.isfinite(losses[-1]):
+        # The verification threshold is calibrated while the validation pairs are
+        # still unseen; the refit network then learns from them too.
+        calibrated = metrics.best_threshold(
+            metrics.pair_distances(metrics.embed(base, imageset.images), splits.val[0],
+                                   siamese_network_funcs.l1_head(model)),
+            splits.val[1])[0]
+        epochs = chosen_epochs(progress.history, config["monitor"], mode)
+        merged = prepare_data.merge_validation(splits)
+        refitted = refit(config, imageset, merged, epochs, run_dir, strategy)
+        if refitted:
+            (model, base), splits, refit_epochs = refitted, merged, epochs
+            save_run(run_dir, model, base, config)
 
     threshold = siamese_network_funcs.fixed_threshold(config)  # the seeds' rule
     embeddings = metrics.embed(base, imageset.images)
@@ -261,20 +316,22 @@ def train(config):
     head = siamese_network_funcs.l1_head(model)
     results = {"split": config["split"], "threshold": threshold,
                "epochs_run": len(progress.history.get("loss", [])),
-               "interrupted": interrupted,
+               "interrupted": interrupted, "refit_epochs": refit_epochs,
                "train_seconds": round(time.time() - started, 1)}
     for name in ("train", "val", "test"):
         pairs, labels = getattr(splits, name)
-        distances = metrics.pair_distances(embeddings, pairs, head)
-        results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
-                                                                 threshold)
         results[f"n_{name}_pairs"] = int(len(labels))
         results[f"{name}_classes"] = [imageset.class_names[c]
                                       for c in splits.class_split[name]]
+        if len(labels):  # none for validation after a refit
+            distances = metrics.pair_distances(embeddings, pairs, head)
+            results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
+                                                                     threshold)
     runs.write_json(os.path.join(run_dir, "metrics.json"), results)
     print(f"test pair accuracy at the fixed threshold {threshold:g}: "
           f"{results['test_pair_accuracy']:.4f} ({results['n_test_pairs']} pairs)")
-    evaluate.evaluate(run_dir, saved_config, imageset, splits, embeddings, head=head)
+    evaluate.evaluate(run_dir, saved_config, imageset, splits, embeddings,
+                      threshold=calibrated, head=head)
     print(f"run folder: {run_dir}")
     return run_dir
 

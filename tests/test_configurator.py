@@ -226,6 +226,7 @@ def test_malformed_argument_raises(argument):
     (["--loss=normsoftmax", "--monitor=val_oneshot"], "--pairing=batch"),
     (["--loss=normsoftmax", "--pairing=batch"], "--monitor=val_oneshot"),
     (["--projection_head=True"], "--pairing=batch"),
+    (["--refit=True", "--split=pairs"], "--split=classes"),
 ])
 def test_in_batch_settings_that_cannot_work_raise_saying_what_to_change(argv, message):
     with pytest.raises(ValueError, match=message):

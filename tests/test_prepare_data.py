@@ -317,6 +317,23 @@ def test_build_splits_is_deterministic_for_a_seed(digits, split):
     assert not np.array_equal(first.test[0], other.test[0])
 
 
+def test_merge_validation_moves_the_validation_classes_into_training(digits):
+    splits = build_splits(digits, _config())
+    merged = prepare_data.merge_validation(splits)
+    ids = splits.class_split
+    assert set(merged.class_split["train"].tolist()) == \
+        set(ids["train"].tolist()) | set(ids["val"].tolist())
+    assert len(merged.class_split["val"]) == 0 and len(merged.val[1]) == 0
+    np.testing.assert_array_equal(merged.class_split["test"], ids["test"])
+    np.testing.assert_array_equal(merged.test[0], splits.test[0])
+    pairs, y = merged.train
+    np.testing.assert_array_equal(pairs, np.concatenate([splits.train[0],
+                                                         splits.val[0]]))
+    same_class = digits.labels[pairs[:, 0]] == digits.labels[pairs[:, 1]]
+    np.testing.assert_array_equal(y, same_class.astype(np.float32))
+    assert not set(digits.labels[pairs.ravel()].tolist()) & set(ids["test"].tolist())
+
+
 def test_build_splits_needs_two_classes(tmp_path):
     _save_grey(str(tmp_path / "only" / "1.png"), 1)
     _save_grey(str(tmp_path / "only" / "2.png"), 2)

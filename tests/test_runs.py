@@ -53,3 +53,12 @@ def test_read_config_errors_name_the_path(tmp_path):
 def test_load_models_names_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.keras"):
         runs.load_models(str(tmp_path))
+
+
+def test_write_history_reads_back_one_row_per_epoch(tmp_path):
+    history = {"loss": [0.5, 0.25, 0.125], "learning_rate": [0.001, 0.001, 0.0005]}
+    path = str(tmp_path / "refit_history.csv")
+    runs.write_history(path, history)
+    assert runs.read_history(path) == history
+    with open(path) as handle:
+        assert handle.readline().strip() == "epoch,learning_rate,loss"

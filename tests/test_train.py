@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import keras
+import evaluate
 import metrics
 import prepare_data
 import runs
@@ -411,3 +412,88 @@ def test_a_diverged_network_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "diverged" in err and "--learning_rate" in err and "Traceback" not in err
+
+
+def _saved_and_chosen_on_validation(run_dir):
+    """(the saved pair model, the same with the weights of checkpoint.weights.h5, the
+    epoch chosen on validation)."""
+    def load():
+        return keras.models.load_model(os.path.join(run_dir, "model.keras"),
+                                       safe_mode=True)
+    chosen = load()
+    chosen.load_weights(os.path.join(run_dir, "checkpoint.weights.h5"))
+    return load(), chosen
+
+
+def _phase_one_threshold(run_dir, config):
+    """The threshold the network chosen on validation gets on the validation pairs:
+    what a refit run must carry over."""
+    base = _saved_and_chosen_on_validation(run_dir)[1].get_layer("embedding")
+    imageset = prepare_data.load_digits()
+    val_pairs, val_labels = prepare_data.build_splits(imageset, config).val
+    distances = metrics.pair_distances(metrics.embed(base, imageset.images), val_pairs)
+    return metrics.best_threshold(distances, val_labels)[0]
+
+
+def test_refit_trains_a_fresh_network_on_training_and_validation_classes(tmp_path,
+                                                                         trained):
+    config = get_config(out_dir=str(tmp_path), refit=True, **SETTINGS)
+    run_dir = train.train(config)
+    results = _read_metrics(run_dir)
+    first = _read_metrics(trained["run_dir"])  # the same run without the refit
+    history = runs.read_history(os.path.join(run_dir, "history.csv"))
+    refit_history = runs.read_history(os.path.join(run_dir, "refit_history.csv"))
+    assert len(history["loss"]) == SETTINGS["epochs"]
+    chosen = int(np.argmin(history["val_loss"])) + 1
+    assert results["refit_epochs"] == chosen == len(refit_history["loss"])
+    assert set(results["train_classes"]) == \
+        set(first["train_classes"]) | set(first["val_classes"])
+    assert results["val_classes"] == [] and results["n_val_pairs"] == 0
+    assert results["test_classes"] == first["test_classes"]  # still unseen
+    assert results["n_train_pairs"] == first["n_train_pairs"] + first["n_val_pairs"]
+
+    # The saved network is the refit one, not the checkpoint chosen on validation.
+    model, chosen_on_validation = _saved_and_chosen_on_validation(run_dir)
+    assert any(not np.array_equal(a, b) for a, b in
+               zip(model.get_weights(), chosen_on_validation.get_weights()))
+
+    # Its threshold was calibrated on the validation pairs before they were trained on,
+    # and re-evaluating the run keeps it rather than recalibrating on them.
+    with open(os.path.join(run_dir, "evaluation.json")) as handle:
+        evaluation = json.load(handle)
+    assert evaluation["threshold"] == pytest.approx(_phase_one_threshold(run_dir, config))
+    assert "before the refit" in evaluation["threshold_source"]
+    assert "val_oneshot_accuracy" not in evaluation
+    assert evaluation["oneshot_accuracy"] >= evaluation["chance"] + 0.15, evaluation
+    assert evaluation["test_pair_accuracy"] >= MIN_TEST_ACCURACY, evaluation
+    again = evaluate.evaluate_run(run_dir, {}, report_dir=str(tmp_path / "again"))
+    assert again["threshold"] == evaluation["threshold"]
+    assert again["test_pair_accuracy"] == pytest.approx(evaluation["test_pair_accuracy"])
+
+
+def test_ctrl_c_in_the_refit_keeps_the_network_chosen_on_validation(tmp_path,
+                                                                   monkeypatch, capsys):
+    # Ctrl-C at the end of the refit's first epoch, after the 2 epochs of the first
+    # fit (patience 5 does not stop those early).
+    settings = dict(SETTINGS, epochs=2, total_sample_size=1000)
+    original = train.LogLearningRate.on_epoch_end
+    epochs_ended = []
+
+    def interrupt_refit(self, epoch, logs=None):
+        original(self, epoch, logs)
+        epochs_ended.append(epoch)
+        if len(epochs_ended) == settings["epochs"] + 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.LogLearningRate, "on_epoch_end", interrupt_refit)
+    run_dir = train.train(get_config(out_dir=str(tmp_path), refit=True, **settings))
+    assert "keeping the network chosen on validation" in capsys.readouterr().out
+    results = _read_metrics(run_dir)
+    assert results["refit_epochs"] == 0 and results["val_classes"]
+    assert not os.path.exists(os.path.join(run_dir, "refit_history.csv"))
+    model, chosen_on_validation = _saved_and_chosen_on_validation(run_dir)
+    for saved, good in zip(model.get_weights(), chosen_on_validation.get_weights()):
+        np.testing.assert_array_equal(saved, good)
+    with open(os.path.join(run_dir, "evaluation.json")) as handle:
+        assert json.load(handle)["threshold_source"] == \
+            "best accuracy on the validation pairs"
