@@ -173,8 +173,8 @@ def evaluate_run(run_dir, overrides, report_dir=None):
     else:
         imageset = prepare_data.load_dataset(config)
         splits = prepare_data.build_splits(imageset, config)
-        refitted = runs.read_json(os.path.join(run_dir, "metrics.json"), default={})
-        if refitted.get("refit_epochs"):
+        run_metrics = runs.read_json(os.path.join(run_dir, "metrics.json"), default={})
+        if run_metrics.get("refit_epochs"):
             # The kept network learnt from the validation classes too; its threshold
             # was calibrated on them before that.
             splits = prepare_data.merge_validation(splits)
