@@ -67,6 +67,11 @@ def best_logged(history, key, mode):
     return max(values) if mode == "max" else min(values)
 
 
+def best_epoch(history, key, mode):
+    """The 1-based epoch of the best logged value of `key` (the first, on ties)."""
+    return history[key].index(best_logged(history, key, mode)) + 1
+
+
 def atomic_write(path, write):
     """Call write(temporary_path), then rename onto `path`: never a half-written file."""
     base, extension = os.path.splitext(path)

@@ -150,12 +150,6 @@ def build_network(config, input_shape):
         distance=config["distance"], projection_head=config["projection_head"])
 
 
-def chosen_epochs(history, monitor, mode):
-    """How many epochs the best logged value of `monitor` took (1-based)."""
-    values = history[monitor]
-    return int(np.argmax(values) if mode == "max" else np.argmin(values)) + 1
-
-
 def refit(config, imageset, splits, epochs, run_dir, strategy):
     """A fresh network fitted on the training and validation classes together for
     `epochs`, with the same recipe; (pair model, base), or None when Ctrl-C or a NaN
@@ -299,7 +293,7 @@ def train(config):
             metrics.pair_distances(metrics.embed(base, imageset.images), splits.val[0],
                                    siamese_network_funcs.l1_head(model)),
             splits.val[1])[0]
-        epochs = chosen_epochs(progress.history, config["monitor"], mode)
+        epochs = runs.best_epoch(progress.history, config["monitor"], mode)
         merged = prepare_data.merge_validation(splits)
         refitted = refit(config, imageset, merged, epochs, run_dir, strategy)
         if refitted:

@@ -62,3 +62,12 @@ def test_write_history_reads_back_one_row_per_epoch(tmp_path):
     assert runs.read_history(path) == history
     with open(path) as handle:
         assert handle.readline().strip() == "epoch,learning_rate,loss"
+
+
+
+@pytest.mark.parametrize("mode, values, expected", [
+    ("max", [0.5, 0.75, 0.75, 0.25], 2),  # the first of two best epochs
+    ("min", [0.5, 0.25, 0.25, 0.75], 2),
+])
+def test_best_epoch_is_one_based_and_takes_the_first_of_ties(mode, values, expected):
+    assert runs.best_epoch({"val_oneshot": values}, "val_oneshot", mode) == expected

@@ -415,8 +415,8 @@ def test_a_diverged_network_is_a_clear_error(tmp_path, capsys):
 
 
 def _saved_and_chosen_on_validation(run_dir):
-    """(the saved pair model, the same with the weights of checkpoint.weights.h5, the
-    epoch chosen on validation)."""
+    """(the saved pair model, the same model with the weights of
+    checkpoint.weights.h5: the epoch chosen on validation)."""
     def load():
         return keras.models.load_model(os.path.join(run_dir, "model.keras"),
                                        safe_mode=True)
