@@ -28,6 +28,8 @@ val_fraction = 0.25  # of what remains after the test part, like Keras' validati
 
 augment = False  # Koch's affine distortions on the fly (rotation, shear, scale, shift)
 flip = False  # with augment: random left-right mirroring too (faces yes, characters no)
+erase = False  # with augment: random erasing too, a noise rectangle of 2-33% of the
+#               image with probability 0.5 (Zhong et al. 2020; occlusions, faces)
 class_rotations = False  # pairing="batch": each training class turned by 90, 180 and
 #                          270 degrees counts as 3 more classes (the Omniglot practice
 #                          of Santoro et al. 2016, Vinyals et al. 2016); square images

@@ -362,12 +362,14 @@ def unseen_splits(imageset, config):
                       {"train": everyone[:0], "val": everyone[:0], "test": everyone})
 
 
-def make_augmenter(image_shape, flip=False, seed=0):
+def make_augmenter(image_shape, flip=False, erase=False, seed=0):
     """Koch et al.'s affine distortions for a batch of images, on the fly.
 
     Rotation +-10 degrees, shear +-0.3, scale 0.8-1.2 and translation +-2 pixels, each
     applied to an image with probability 0.5; with `flip`, also random left-right
-    mirroring (right for faces, wrong for characters).
+    mirroring (right for faces, wrong for characters); with `erase`, random erasing
+    (Zhong et al. 2020): a rectangle of 2-33% of the image filled with noise, as an
+    occlusion the network must see past.
     """
     import functools
 
@@ -403,6 +405,9 @@ def make_augmenter(image_shape, flip=False, seed=0):
     if flip:
         distortions.append(training(keras.layers.RandomFlip("horizontal",
                                                             seed=seed + 4)))
+    if erase:  # factor (1, 1): always erase here; the 0.5 below decides which images
+        distortions.append(training(keras.layers.RandomErasing(
+            factor=(1.0, 1.0), value_range=(0, 255), seed=seed + 5)))
 
     def augment(batch):
         for distortion in distortions:

@@ -95,7 +95,7 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
     """
     batch = config["batch_size"]
     augment = (prepare_data.make_augmenter(imageset.images.shape[1:], config["flip"],
-                                           config["seed"])
+                                           config["erase"], config["seed"])
                if config["augment"] else None)
     validating = len(splits.val[1]) > 0  # not in a refit, where validation joined training
     if config["pairing"] == "pairs":

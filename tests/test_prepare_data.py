@@ -519,3 +519,20 @@ def test_augmenter_applies_each_distortion_with_probability_half_within_range():
     assert np.mean(shift > 0.5) > 0.2  # translation is applied to many images
     again = np.asarray(prepare_data.make_augmenter((32, 32, 1), seed=3)(batch))
     np.testing.assert_allclose(again, out)  # seeded
+
+
+def test_random_erasing_covers_one_rectangle_of_2_to_33_percent_in_half_the_images():
+    # A uniform grey image: the affine distortions (nearest fill) leave it as it is, so
+    # every changed pixel comes from erasing.
+    batch = np.full((400, 40, 30, 1), 128.0, np.float32)
+    plain = np.asarray(prepare_data.make_augmenter((40, 30, 1), seed=5)(batch))
+    np.testing.assert_allclose(plain, batch, atol=1e-3)
+    out = np.asarray(prepare_data.make_augmenter((40, 30, 1), erase=True, seed=5)(batch))
+    changed = ~np.isclose(out, batch, atol=1e-3)[..., 0]
+    erased = changed.any(axis=(1, 2))
+    assert 160 <= erased.sum() <= 240, erased.sum()  # expected 200 of 400
+    for mask in changed[erased]:
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        assert 0.01 <= box / mask.size <= 0.34
+        assert mask.sum() >= 0.9 * box  # one filled rectangle (noise may hit 128)
