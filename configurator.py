@@ -111,6 +111,10 @@ def validate(config):
         raise ValueError("refit=True adds the validation classes to training once they "
                          "have chosen the epoch count; split='pairs' has no classes of "
                          "its own for validation: use --split=classes or --split=groups")
+    for key in ("flip", "erase"):
+        if config[key] and not config["augment"]:
+            raise ValueError(f"{key}=True is one of the distortions that augment=True "
+                             f"applies: add --augment=True (or --{key}=False)")
     if config["class_rotations"] and config["pairing"] != "batch":
         raise ValueError("class_rotations=True adds classes to the P x K batches: add "
                          "--pairing=batch")

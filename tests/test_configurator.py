@@ -227,8 +227,11 @@ def test_malformed_argument_raises(argument):
     (["--loss=normsoftmax", "--pairing=batch"], "--monitor=val_oneshot"),
     (["--projection_head=True"], "--pairing=batch"),
     (["--refit=True", "--split=pairs"], "--split=classes"),
+    (["--flip=True"], "--augment=True"),
+    (["--erase=True"], "--augment=True"),
+    (["--dataset=att_faces_oneshot", "--augment=False"], "--flip=False"),
 ])
-def test_in_batch_settings_that_cannot_work_raise_saying_what_to_change(argv, message):
+def test_settings_that_cannot_work_together_raise_saying_what_to_change(argv, message):
     with pytest.raises(ValueError, match=message):
         get_config(argv)
 
