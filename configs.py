@@ -108,16 +108,17 @@ PRESETS = {
         learning_rate=0.001, epochs=13, batch_size=128, patience=5,
     ),
     # AT&T faces for people never seen in training (one-shot): the seed's data, a
-    # BatchNorm CNN, FaceNet's triplet loss mined in P x K batches (up to 32 people x
-    # 4 photos: all 22 training people of AT&T) through a projection head, faces
-    # compared by the conv features under it; Koch's distortions plus mirroring; the
-    # epoch kept is the best on validation-people one-shot accuracy. (The seed recipe
-    # loses to nearest neighbour on raw pixels for unseen people.)
+    # BatchNorm CNN, FaceNet's triplet loss in P x K batches (up to 32 people x 4
+    # photos: all 22 training people of AT&T), each photo with its farthest genuine and
+    # closest impostor photo ("batch hard", Hermans et al. 2017), through a projection
+    # head, faces compared by the conv features under it; Koch's distortions plus
+    # mirroring; the epoch kept is the best on validation-people one-shot accuracy.
+    # (The seed recipe loses to nearest neighbour on raw pixels for unseen people.)
     "att_faces_oneshot": dict(
         data_dir="data/att_faces", architecture="faces", channels=1,
         image_size=None, downsample=2, total_sample_size=10000, split="classes",
         test_fraction=0.25, val_fraction=0.25, pairing="batch", loss="triplet",
-        mining="semi_hard", images_per_class=4, batch_size=128, augment=True,
+        mining="hard", images_per_class=4, batch_size=128, augment=True,
         flip=True, projection_head=True, optimizer="adam", learning_rate=0.001,
         epochs=40, patience=10, monitor="val_oneshot",
     ),
