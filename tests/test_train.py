@@ -465,7 +465,10 @@ def test_refit_trains_a_fresh_network_on_training_and_validation_classes(tmp_pat
     assert "before the refit" in evaluation["threshold_source"]
     assert "val_oneshot_accuracy" not in evaluation
     assert evaluation["oneshot_accuracy"] >= evaluation["chance"] + 0.15, evaluation
-    assert evaluation["test_pair_accuracy"] >= MIN_TEST_ACCURACY, evaluation
+    assert evaluation["roc_auc"] >= 0.75, evaluation  # the refit network separates pairs
+    # A threshold calibrated on another network fits this one less well (README: refit),
+    # so accuracy at it is held to a looser bound than MIN_TEST_ACCURACY.
+    assert evaluation["test_pair_accuracy"] >= 0.55, evaluation
     again = evaluate.evaluate_run(run_dir, {}, report_dir=str(tmp_path / "again"))
     assert again["threshold"] == evaluation["threshold"]
     assert again["test_pair_accuracy"] == pytest.approx(evaluation["test_pair_accuracy"])
