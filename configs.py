@@ -53,6 +53,9 @@ margin = 1.0  # contrastive margin; pairs with d < margin/2 count as "same"
 normalize = False  # L2-normalise embeddings (always on with triplet, supcon, normsoftmax)
 triplet_margin = 0.2  # FaceNet's alpha, for unit-length embeddings
 temperature = 0.1  # softmax temperature of supcon and normsoftmax (on cosines)
+soft_margin = False  # triplet: softplus(d(a,p) - d(a,n)) instead of the hinge with
+#                     triplet_margin, which is 0 once every triplet clears the margin,
+#                     so learning stops; softplus keeps pulling (Hermans et al. 2017)
 mining = "semi_hard"  # triplets mined in each batch: semi_hard | hard | all
 pairing = "pairs"  # "pairs": the seeds' way, each step embeds batch_size pairs
 #                    "batch": each step embeds batch_size images, P classes x K images,
@@ -110,17 +113,18 @@ PRESETS = {
     # AT&T faces for people never seen in training (one-shot): the seed's data, a
     # BatchNorm CNN, FaceNet's triplet loss in P x K batches (up to 32 people x 4
     # photos: all 22 training people of AT&T), each photo with its farthest genuine and
-    # closest impostor photo ("batch hard", Hermans et al. 2017), through a projection
-    # head, faces compared by the conv features under it; Koch's distortions plus
-    # mirroring; the epoch kept is the best on validation-people one-shot accuracy.
+    # closest impostor photo ("batch hard") and a soft margin (Hermans et al. 2017),
+    # through a projection head, faces compared by the conv features under it; Koch's
+    # distortions plus mirroring; the epoch kept is the best on validation-people
+    # one-shot accuracy.
     # (The seed recipe loses to nearest neighbour on raw pixels for unseen people.)
     "att_faces_oneshot": dict(
         data_dir="data/att_faces", architecture="faces", channels=1,
         image_size=None, downsample=2, total_sample_size=10000, split="classes",
         test_fraction=0.25, val_fraction=0.25, pairing="batch", loss="triplet",
-        mining="hard", images_per_class=4, batch_size=128, augment=True,
-        flip=True, projection_head=True, optimizer="adam", learning_rate=0.001,
-        epochs=40, patience=10, monitor="val_oneshot",
+        mining="hard", soft_margin=True, images_per_class=4, batch_size=128,
+        augment=True, flip=True, projection_head=True, optimizer="adam",
+        learning_rate=0.001, epochs=40, patience=10, monitor="val_oneshot",
     ),
     # The same 40 people, fetched (once) by scikit-learn as 64x64 images.
     "olivetti": dict(

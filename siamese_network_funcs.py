@@ -251,14 +251,23 @@ class TripletLoss(keras.losses.Loss):
     mining="hard": per anchor, its farthest positive and closest negative (Hermans et
       al. 2017 "batch hard"); mean over anchors.
     mining="all": every valid triplet; mean over those with a positive loss.
+    soft_margin: softplus(d(a, p) - d(a, n)) in place of the hinge (Hermans et al.
+      2017), so triplets that already clear the margin keep pulling, just less.
     """
 
-    def __init__(self, margin=0.2, mining="semi_hard", name="triplet_loss", **kwargs):
+    def __init__(self, margin=0.2, mining="semi_hard", soft_margin=False,
+                 name="triplet_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if mining not in MINING:
             raise ValueError(f"mining={mining!r} is not one of {', '.join(MINING)}")
         self.margin = margin
         self.mining = mining
+        self.soft_margin = soft_margin
+
+    def _violation(self, d_ap, d_an):
+        if self.soft_margin:
+            return ops.softplus(d_ap - d_an)
+        return ops.maximum(d_ap - d_an + self.margin, 0.0)
 
     def call(self, y_true, y_pred):
         d = pairwise_distances(y_pred)
@@ -269,13 +278,13 @@ class TripletLoss(keras.losses.Loss):
             hardest_negative = ops.min(d + big * (1.0 - negative), axis=1)
             valid = ops.cast((ops.sum(positive, axis=1) > 0)
                              & (ops.sum(negative, axis=1) > 0), d.dtype)
-            losses = ops.maximum(hardest_positive - hardest_negative + self.margin, 0.0)
+            losses = self._violation(hardest_positive, hardest_negative)
             return _masked_mean(losses, valid)
         # (anchor, positive, negative) cube: d[a, p] - d[a, n]
         d_ap, d_an = d[:, :, None], d[:, None, :]
         triplets = positive[:, :, None] * negative[:, None, :]
         if self.mining == "all":
-            losses = ops.maximum(d_ap - d_an + self.margin, 0.0)
+            losses = self._violation(d_ap, d_an)
             return _masked_mean(losses, triplets * ops.cast(losses > 0, d.dtype))
         farther = triplets * ops.cast(d_an > d_ap, d.dtype)
         closest_farther = ops.min(d_an + big * (1.0 - farther), axis=2)
@@ -283,10 +292,11 @@ class TripletLoss(keras.losses.Loss):
         chosen = ops.where(ops.sum(farther, axis=2) > 0, closest_farther, farthest)
         valid = positive * ops.cast(ops.sum(negative, axis=1, keepdims=True) > 0,
                                     d.dtype)
-        return _masked_mean(ops.maximum(d - chosen + self.margin, 0.0), valid)
+        return _masked_mean(self._violation(d, chosen), valid)
 
     def get_config(self):
-        return {**super().get_config(), "margin": self.margin, "mining": self.mining}
+        return {**super().get_config(), "margin": self.margin, "mining": self.mining,
+                "soft_margin": self.soft_margin}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -451,7 +461,8 @@ def compile_embedding(base, config, steps_per_epoch=1, num_classes=0):
     fitted = (add_projection_head(base, config["architecture"])
               if config.get("projection_head") else base)
     if config["loss"] == "triplet":
-        loss = TripletLoss(margin=config["triplet_margin"], mining=config["mining"])
+        loss = TripletLoss(margin=config["triplet_margin"], mining=config["mining"],
+                           soft_margin=config.get("soft_margin", False))
     elif config["loss"] == "supcon":
         loss = SupConLoss(temperature=config["temperature"])
     elif config["loss"] == "normsoftmax":

@@ -225,26 +225,31 @@ def _numpy_batch_contrastive(x, labels, margin):
     return 0.5 * (np.mean(genuine) + np.mean(impostor))
 
 
-def _numpy_triplet(x, labels, margin, mining):
+def _numpy_triplet(x, labels, margin, mining, soft_margin=False):
     d = _numpy_pairwise(x)
     n = len(x)
     positives = lambda a: [p for p in range(n) if p != a and labels[p] == labels[a]]  # noqa: E731
     negatives = lambda a: [k for k in range(n) if labels[k] != labels[a]]  # noqa: E731
+
+    def violation(d_ap, d_an):
+        if soft_margin:
+            return np.log1p(np.exp(d_ap - d_an))
+        return max(d_ap - d_an + margin, 0.0)
     losses = []
     for a in range(n):
         if mining == "hard":
             if positives(a) and negatives(a):
                 hardest_p = max(d[a, p] for p in positives(a))
                 hardest_n = min(d[a, k] for k in negatives(a))
-                losses.append(max(hardest_p - hardest_n + margin, 0.0))
+                losses.append(violation(hardest_p, hardest_n))
             continue
         for p in positives(a):
             if mining == "all":
-                losses += [max(d[a, p] - d[a, k] + margin, 0.0) for k in negatives(a)]
+                losses += [violation(d[a, p], d[a, k]) for k in negatives(a)]
                 continue
             farther = [d[a, k] for k in negatives(a) if d[a, k] > d[a, p]]
             chosen = min(farther) if farther else max(d[a, k] for k in negatives(a))
-            losses.append(max(d[a, p] - chosen + margin, 0.0))
+            losses.append(violation(d[a, p], chosen))
     if mining == "all":
         losses = [value for value in losses if value > 0]
         return np.mean(losses) if losses else 0.0
@@ -279,6 +284,29 @@ def test_triplet_loss_matches_numpy_for_each_mining(mining, seed):
     loss = snf.TripletLoss(margin=0.3, mining=mining)(labels, x)
     np.testing.assert_allclose(float(loss), _numpy_triplet(x, labels, 0.3, mining),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mining", ["semi_hard", "hard", "all"])
+def test_soft_margin_triplet_loss_matches_numpy_for_each_mining(mining):
+    x, labels = _small_batch(seed=3)
+    loss = snf.TripletLoss(margin=0.3, mining=mining, soft_margin=True)(labels, x)
+    np.testing.assert_allclose(float(loss), _numpy_triplet(x, labels, 0.3, mining, True),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_soft_margin_keeps_pushing_where_the_hinge_is_already_zero():
+    # Classes about 2 apart with margin 0.2: the hinge has nothing left to learn, while
+    # softplus(d_ap - d_an) still pulls genuine pairs closer. Anchors 0 and 3: hardest
+    # positive 0.1, hardest negative 2.0; anchors 1 and 2: 0.1 and 1.9.
+    x = tf.Variable([[0.0, 0.0], [0.1, 0.0], [2.0, 0.0], [2.1, 0.0]])
+    labels = np.array([0, 0, 1, 1], np.int32)
+    soft = np.mean(np.log1p(np.exp([0.1 - 2.0, 0.1 - 1.9])))
+    for soft_margin, expected in ((False, 0.0), (True, soft)):
+        with tf.GradientTape() as tape:
+            loss = snf.TripletLoss(mining="hard", soft_margin=soft_margin)(labels, x)
+        gradient = tape.gradient(loss, x)
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+        assert (np.abs(gradient.numpy()).sum() > 0) == soft_margin
 
 
 def test_triplet_mining_modes_differ_on_a_hand_made_batch():
