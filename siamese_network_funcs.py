@@ -37,8 +37,9 @@ ARCHITECTURES = {
                      padding="same", batch_norm=True, global_pool=True,
                      embedding_dim=128, embedding_activation=None),
     # Faces at about 56x46: three BatchNorm conv blocks, flattened so the embedding keeps
-    # where features are (faces are aligned), a linear 64-d embedding.
-    "faces": dict(conv=[(16, 3, True), (32, 3, True), (64, 3, True)], padding="same",
+    # where features are (faces are aligned), a linear 64-d embedding. 32-64-128 filters:
+    # 16-32-64 was 0.6 points lower on the AT&T validation people (README, Results).
+    "faces": dict(conv=[(32, 3, True), (64, 3, True), (128, 3, True)], padding="same",
                   batch_norm=True, conv_dropout=0.1, embedding_dim=64,
                   embedding_activation=None),
     # The offline default on 8x8 digits.
