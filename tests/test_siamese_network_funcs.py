@@ -14,6 +14,7 @@ import tensorflow as tf
 INPUT_SHAPES = {
     "att_faces": (56, 46, 1),  # 112x92 faces, every 2nd pixel
     "faces": (56, 46, 1),
+    "faces_small": (56, 46, 1),
     "plantvillage": (112, 112, 1),
     "fruits360": (100, 100, 3),
     "koch": (105, 105, 1),
