@@ -51,7 +51,8 @@ ARCHITECTURES = {
                     embedding_dim=128, embedding_activation=None),
 }
 # The faces base at half the width (the att_faces_oneshot preset's until it was widened):
-# 1.7x faster per epoch, 0.6 points lower on the AT&T validation people (README, Results).
+# 2.3-2.5x faster per training step, 0.6 points lower on the AT&T validation people
+# (README, Results).
 ARCHITECTURES["faces_small"] = dict(ARCHITECTURES["faces"],
                                     conv=[(16, 3, True), (32, 3, True), (64, 3, True)])
 
