@@ -318,7 +318,7 @@ def test_main_reports_an_unusable_out_dir(tmp_path, capsys):
     # one-shot 0.85, pair accuracy 0.93.
     (dict(pairing="pairs", distance="l1_sigmoid", loss="bce", split="pairs"), 0.5, 0.85),
 ])
-def test_each_recipe_beats_chance_and_saves_a_pair_model(tmp_path, recipe,
+def test_each_recipe_beats_chance_and_saves_a_pair_model(tmp_path, capsys, recipe,
                                                          min_oneshot_gain,
                                                          min_pair_accuracy):
     # pairing="batch" fits the base network on P x K batches, Koch's head is fitted on
@@ -337,6 +337,14 @@ def test_each_recipe_beats_chance_and_saves_a_pair_model(tmp_path, recipe,
     assert evaluation["test_pair_accuracy"] >= min_pair_accuracy, evaluation
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     assert len(model.inputs) == 2
+    if recipe["pairing"] == "batch":
+        # batch_size 32 asks for 8 classes; the digits split trains on 5 (20 rotated).
+        classes = 8 if recipe.get("class_rotations") else 5
+        out = capsys.readouterr().out
+        assert (f"P x K batches: {classes} classes x 4 images = {classes * 4} images per "
+                f"step") in out
+        assert ("(batch_size=32 asks for 8 classes; training has 5)" in out) == \
+            (classes == 5)
 
 
 def test_ctrl_c_keeps_a_usable_run_that_resume_continues(tmp_path, monkeypatch, capsys):
