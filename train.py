@@ -133,13 +133,14 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
         batches[name] = prepare_data.pk_batches(labels, class_ids, batch // per_class,
                                                 per_class, n, rng, groups,
                                                 config["batch_groups"])
-    per_batch = batches["train"].shape[1] // per_class
+    classes_per_batch = batches["train"].shape[1] // per_class
     # P is capped at the training classes, so a small split gets smaller batches than
     # batch_size: say so rather than let batch_size mislead.
     capped = (f" (batch_size={batch} asks for {batch // per_class} classes; training has "
-              f"{per_batch})" if per_batch < batch // per_class else "")
-    print(f"P x K batches: {per_batch} classes x {per_class} images = "
-          f"{per_batch * per_class} images per step{capped}, {steps} steps per epoch")
+              f"{classes_per_batch})" if classes_per_batch < batch // per_class else "")
+    print(f"P x K batches: {classes_per_batch} classes x {per_class} images = "
+          f"{classes_per_batch * per_class} images per step{capped}, {steps} steps per "
+          f"epoch")
     val_data = (prepare_data.image_dataset(imageset.images, imageset.labels,
                                            batches["val"]) if "val" in batches else None)
     return (fitted,
