@@ -160,7 +160,7 @@ PRESETS = {
     # choose the epoch by 20-way one-shot within validation alphabets, test on the
     # rest), Koch's affine distortions, triplet loss in P x K batches (32 characters
     # x 4 drawings), each training character also turned by 90, 180 and 270 degrees as
-    # new characters. About 45 minutes on 2 CPU cores. Works unchanged on
+    # new characters. 30-47 minutes on 2 CPU cores. Works unchanged on
     # images_evaluation. (28x28 trains in 10 minutes, 3-4 points lower: README.)
     "omniglot": dict(
         data_dir="data/omniglot/images_background", architecture="omniglot",
