@@ -160,7 +160,7 @@ PRESETS = {
     # choose the epoch by 20-way one-shot within validation alphabets, test on the
     # rest), Koch's affine distortions, triplet loss in P x K batches (32 characters
     # x 4 drawings), each training character also turned by 90, 180 and 270 degrees as
-    # new characters. 30-47 minutes on 2 CPU cores. Works unchanged on
+    # new characters. 28-47 minutes on 2 CPU cores. Works unchanged on
     # images_evaluation. (28x28 trains in 10 minutes, 3-4 points lower: README.)
     "omniglot": dict(
         data_dir="data/omniglot/images_background", architecture="omniglot",
@@ -168,7 +168,7 @@ PRESETS = {
         total_sample_size=10000, test_fraction=0.2, val_fraction=0.2, ways=20,
         within_group=True, pairing="batch", loss="triplet", mining="semi_hard",
         images_per_class=4, batch_size=128, augment=True, flip=False,
-        class_rotations=True, optimizer="adam", learning_rate=0.001, epochs=30,
+        class_rotations=True, optimizer="adam", learning_rate=0.002, epochs=30,
         lr_schedule="cosine", patience=0, monitor="val_oneshot",
     ),
     # Any class-folder tree of your own: point data_dir at it.
