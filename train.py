@@ -127,17 +127,18 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
     counts = {"train": steps * config["epochs"]}
     if validating and config["loss"] != "normsoftmax":
         counts["val"] = max(1, 2 * len(splits.val[1]) // batch)
+    classes_asked = batch // per_class
     batches = {}
     for name, n in counts.items():
         labels, class_ids, groups = classes[name]
-        batches[name] = prepare_data.pk_batches(labels, class_ids, batch // per_class,
+        batches[name] = prepare_data.pk_batches(labels, class_ids, classes_asked,
                                                 per_class, n, rng, groups,
                                                 config["batch_groups"])
     classes_per_batch = batches["train"].shape[1] // per_class
     # P is capped at the training classes, so a small split gets smaller batches than
     # batch_size: say so rather than let batch_size mislead.
-    capped = (f" (batch_size={batch} asks for {batch // per_class} classes; training has "
-              f"{classes_per_batch})" if classes_per_batch < batch // per_class else "")
+    capped = (f" (batch_size={batch} asks for {classes_asked} classes; training has "
+              f"{classes_per_batch})" if classes_per_batch < classes_asked else "")
     print(f"P x K batches: {classes_per_batch} classes x {per_class} images = "
           f"{classes_per_batch * per_class} images per step{capped}, {steps} steps per "
           f"epoch")
