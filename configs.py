@@ -36,6 +36,8 @@ class_rotations = False  # pairing="batch": each training class turned by 90, 18
 
 # --- model ----------------------------------------------------------------------
 architecture = "att_faces"  # a key of siamese_network_funcs.ARCHITECTURES
+conv_dropout = None  # dropout rate after each conv block (0 to 1); None = the
+#                     architecture's own (its entry in ARCHITECTURES)
 projection_head = False  # pairing="batch": the architecture's embedding layer becomes a
 #                          head the loss trains through and the saved network leaves
 #                          out; images are compared by the features under it, which can
@@ -111,7 +113,7 @@ PRESETS = {
         learning_rate=0.001, epochs=13, batch_size=128, patience=5,
     ),
     # AT&T faces for people never seen in training (one-shot): the seed's data, a
-    # BatchNorm CNN, FaceNet's triplet loss in P x K batches (up to 32 people x 4
+    # BatchNorm CNN with dropout 0.25 after each block, FaceNet's triplet loss in P x K batches (up to 32 people x 4
     # photos: all 22 training people of AT&T), each photo with its farthest genuine and
     # closest impostor photo ("batch hard") and a soft margin (Hermans et al. 2017),
     # through a projection head, faces compared by the conv features under it; Koch's

@@ -56,6 +56,13 @@ def _check_type(key, value, default):
             raise ValueError(f"image_size must be None or (height, width) with two "
                              f"positive integers, e.g. --image_size=105,105; got {value!r}")
         return tuple(value) if value is not None else None
+    if key == "conv_dropout":
+        if not (value is None or (isinstance(value, (int, float))
+                                  and not isinstance(value, bool) and 0 <= value < 1)):
+            raise ValueError(f"conv_dropout must be None (the architecture's own) or a "
+                             f"rate from 0 up to, not including, 1, e.g. "
+                             f"--conv_dropout=0.25; got {value!r}")
+        return None if value is None else float(value)
     if isinstance(default, bool) or isinstance(value, bool):
         if type(value) is not type(default):
             raise ValueError(f"{key} must be True or False; got {value!r}")

@@ -156,7 +156,8 @@ def build_network(config, input_shape):
     return siamese_network_funcs.build_siamese_model(
         input_shape, config["architecture"],
         normalize=config["normalize"] or config["loss"] in IN_BATCH_LOSSES,
-        distance=config["distance"], projection_head=config["projection_head"])
+        distance=config["distance"], projection_head=config["projection_head"],
+        conv_dropout=config.get("conv_dropout"))
 
 
 def refit(config, imageset, splits, epochs, run_dir, strategy):

@@ -71,6 +71,9 @@ def test_every_preset_resolves_to_a_valid_config(dataset):
     ("--image_size=(64, 32)", "image_size", (64, 32)),
     ("--image_size=[28,28]", "image_size", (28, 28)),
     ("--image_size=None", "image_size", None),
+    ("--conv_dropout=0.25", "conv_dropout", 0.25),
+    ("--conv_dropout=0", "conv_dropout", 0.0),
+    ("--conv_dropout=None", "conv_dropout", None),
     ("--learning_rate=1e-3", "learning_rate", 0.001),
     ("--learning_rate=0.0005", "learning_rate", 0.0005),
     ("--epochs=7", "epochs", 7),
@@ -127,6 +130,10 @@ def test_unknown_key_raises_and_lists_the_valid_keys(call):
     (["--image_size=0,105"], "image_size"),
     (["--image_size=1.5,2"], "image_size"),
     (["--image_size=1,2,3"], "image_size"),
+    (["--conv_dropout=1"], "conv_dropout"),
+    (["--conv_dropout=-0.1"], "conv_dropout"),
+    (["--conv_dropout=True"], "conv_dropout"),
+    (["--conv_dropout=half"], "conv_dropout"),
 ])
 def test_wrong_type_raises_naming_the_key(argv, key):
     with pytest.raises(ValueError, match=re.escape(key)):

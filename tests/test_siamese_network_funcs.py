@@ -165,6 +165,14 @@ def test_siamese_model_shares_one_base_network():
     assert (np.asarray(model([a, b], training=False)) < 1e-3).all()
 
 
+@pytest.mark.parametrize("conv_dropout, expected", [(None, 0.25), (0.1, 0.1), (0.0, None)])
+def test_conv_dropout_overrides_the_architectures_rate(conv_dropout, expected):
+    _, base = build_siamese_model((56, 46, 1), "faces", conv_dropout=conv_dropout)
+    rates = [l.rate for l in base.layers if isinstance(l, keras.layers.Dropout)]
+    conv_blocks = len(ARCHITECTURES["faces"]["conv"])
+    assert rates == ([] if expected is None else [expected] * conv_blocks)
+
+
 def test_unknown_architecture_raises():
     with pytest.raises(ValueError) as error:
         build_siamese_model((8, 8, 1), "no_such_net")

@@ -508,3 +508,11 @@ def test_ctrl_c_in_the_refit_keeps_the_network_chosen_on_validation(tmp_path,
     with open(os.path.join(run_dir, "evaluation.json")) as handle:
         assert json.load(handle)["threshold_source"] == \
             "best accuracy on the validation pairs"
+
+
+@pytest.mark.parametrize("argv, rate", [([], 0.25), (["--conv_dropout=0.1"], 0.1)])
+def test_the_network_train_builds_takes_conv_dropout_from_the_config(argv, rate):
+    config = get_config(["--dataset=att_faces_oneshot", *argv])
+    _, base = train.build_network(config, (56, 46, 1))
+    rates = {l.rate for l in base.layers if isinstance(l, keras.layers.Dropout)}
+    assert rates == {rate}
