@@ -113,9 +113,10 @@ PRESETS = {
         learning_rate=0.001, epochs=13, batch_size=128, patience=5,
     ),
     # AT&T faces for people never seen in training (one-shot): the seed's data, a
-    # BatchNorm CNN with dropout 0.25 after each block, FaceNet's triplet loss in P x K batches (up to 32 people x 4
-    # photos: all 22 training people of AT&T), each photo with its farthest genuine and
-    # closest impostor photo ("batch hard") and a soft margin (Hermans et al. 2017),
+    # BatchNorm CNN with dropout 0.25 after each block, FaceNet's triplet loss in P x K
+    # batches (up to 32 people x 4 photos: all 22 training people of AT&T), each photo
+    # with its farthest genuine and closest impostor photo ("batch hard") and a soft
+    # margin (Hermans et al. 2017),
     # through a projection head, faces compared by the conv features under it; Koch's
     # distortions plus mirroring; the epoch kept is the best on validation-people
     # one-shot accuracy.
