@@ -116,10 +116,9 @@ PRESETS = {
     # BatchNorm CNN with dropout 0.25 after each block, FaceNet's triplet loss in P x K
     # batches (up to 32 people x 4 photos: all 22 training people of AT&T), each photo
     # with its farthest genuine and closest impostor photo ("batch hard") and a soft
-    # margin (Hermans et al. 2017),
-    # through a projection head, faces compared by the conv features under it; Koch's
-    # distortions plus mirroring; the epoch kept is the best on validation-people
-    # one-shot accuracy.
+    # margin (Hermans et al. 2017), through a projection head, faces compared by the
+    # conv features under it; Koch's distortions plus mirroring; the epoch kept is the
+    # best on validation-people one-shot accuracy.
     # (The seed recipe loses to nearest neighbour on raw pixels for unseen people.)
     "att_faces_oneshot": dict(
         data_dir="data/att_faces", architecture="faces", channels=1,
