@@ -157,7 +157,7 @@ def build_network(config, input_shape):
         input_shape, config["architecture"],
         normalize=config["normalize"] or config["loss"] in IN_BATCH_LOSSES,
         distance=config["distance"], projection_head=config["projection_head"],
-        conv_dropout=config.get("conv_dropout"))
+        conv_dropout=config["conv_dropout"])
 
 
 def refit(config, imageset, splits, epochs, run_dir, strategy):
