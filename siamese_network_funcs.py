@@ -363,6 +363,13 @@ class CosineClassifier(layers.Layer):
                 "temperature": self.temperature}
 
 
+def conv_dropout_rate(architecture, conv_dropout=None):
+    """The dropout rate after each conv block: `conv_dropout`, or the architecture's own."""
+    if conv_dropout is None:
+        return ARCHITECTURES[architecture].get("conv_dropout", 0.0)
+    return conv_dropout
+
+
 def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
                         distance="euclidean", projection_head=False, conv_dropout=None,
                         name="siamese"):
@@ -384,9 +391,8 @@ def build_siamese_model(input_shape, architecture="att_faces", normalize=False,
                          f"small for architecture={architecture!r}, which needs at least "
                          f"{smallest}x{smallest}: set a larger --image_size (or a smaller "
                          f"--downsample), or choose another --architecture")
-    settings = dict(ARCHITECTURES[architecture])
-    if conv_dropout is not None:
-        settings["conv_dropout"] = conv_dropout
+    settings = dict(ARCHITECTURES[architecture],
+                    conv_dropout=conv_dropout_rate(architecture, conv_dropout))
     base = build_base_network(input_shape, normalize=normalize,
                               projection_head=projection_head, **settings)
     image_a = keras.Input(shape=input_shape, name="image_a")

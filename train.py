@@ -234,7 +234,11 @@ def train(config):
     # The run folder only once the network and its data are built, so a setting that
     # cannot work leaves no empty run behind.
     run_dir = config["resume"] or runs.new_run_dir(config["out_dir"], config["dataset"])
-    saved_config = dict(config, source_size=imageset.source_size, resume="")
+    # The rate the network trains with, not None, so a resumed run keeps it even if
+    # the architecture's own rate changes.
+    saved_config = dict(config, source_size=imageset.source_size, resume="",
+                        conv_dropout=siamese_network_funcs.conv_dropout_rate(
+                            config["architecture"], config["conv_dropout"]))
     if saved_config["data_dir"]:
         saved_config["data_dir"] = os.path.abspath(saved_config["data_dir"])
     runs.write_json(os.path.join(run_dir, "config.json"), saved_config)
