@@ -129,3 +129,6 @@ def test_predict_cli(run_dir, capsys):
     assert "person1" in capsys.readouterr().out
     assert predict.main(["verify", run_dir, a, "/missing.png"]) == 2
     assert "missing.png" in capsys.readouterr().err
+    assert predict.main(["identify", run_dir, a, f"--gallery={data_dir}",
+                         "--top_k=0"]) == 2
+    assert "top_k must be a whole number >= 1" in capsys.readouterr().err
