@@ -16,6 +16,7 @@ From Python:
 """
 import argparse
 import hashlib
+import numbers
 import os
 import sys
 import warnings
@@ -113,7 +114,8 @@ class Matcher:
     def identify(self, query_paths, gallery_dir, top_k=3):
         """For each query: the top_k gallery classes by their nearest image, and the
         best one as `match`, or "unknown" when even it is beyond the threshold."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        if (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
+                or top_k < 1):
             raise ValueError(f"top_k must be a whole number >= 1 (how many gallery "
                              f"classes to list per query); got {top_k!r}")
         embeddings, owners, _ = self.gallery(gallery_dir)
