@@ -69,6 +69,9 @@ batch_groups = 0  # > 0: each P x K batch draws its classes from this many paren
 # --- optimisation -----------------------------------------------------------------
 optimizer = "rmsprop"  # rmsprop | adam | sgd
 learning_rate = 0.001
+weight_decay = 0.0  # decoupled weight decay (Loshchilov & Hutter 2019, AdamW): each step
+#                    shrinks every kernel by learning_rate x weight_decay of itself;
+#                    biases and batch-norm scales and offsets are left alone; 0 = off
 epochs = 13
 batch_size = 128
 patience = 5  # early stopping after this many epochs without progress; 0 = off

@@ -24,7 +24,7 @@ POSITIVE = ("total_sample_size", "epochs", "batch_size", "downsample", "margin",
             "learning_rate", "trials", "triplet_margin", "images_per_class",
             "temperature")
 NON_NEGATIVE = ("patience", "reduce_lr_patience", "seed", "max_images_per_class", "ways",
-                "batch_groups")
+                "batch_groups", "weight_decay")
 FRACTIONS = ("test_fraction", "val_fraction")
 IN_BATCH_LOSSES = ("triplet", "supcon", "normsoftmax")  # need pairing="batch" and unit
 #                                                        embeddings

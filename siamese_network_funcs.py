@@ -435,12 +435,20 @@ def fixed_threshold(config):
     return 0.5 if config["distance"] == "l1_sigmoid" else config["margin"] / 2
 
 
-def make_optimizer(name, learning_rate):
+def make_optimizer(name, learning_rate, weight_decay=0.0):
+    """The named Keras optimizer; weight_decay > 0 adds decoupled weight decay (Keras
+    shrinks each variable by learning rate x weight_decay per step, as AdamW) on the
+    kernels only, the common practice: biases and batch-norm scales and offsets are few
+    and decaying them does not regularise the network, it only shrinks its outputs."""
     optimizers = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
                   "sgd": keras.optimizers.SGD}
     if name not in optimizers:
         raise ValueError(f"optimizer={name!r} is not one of {', '.join(optimizers)}")
-    return optimizers[name](learning_rate=learning_rate)
+    optimizer = optimizers[name](learning_rate=learning_rate,
+                                 weight_decay=weight_decay or None)
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
 
 
 def learning_rate(config, steps_per_epoch):
@@ -463,7 +471,8 @@ def compile_model(model, config, steps_per_epoch=1):
     else:
         loss = ContrastiveLoss(margin=config["margin"])
         accuracy = DistanceAccuracy(threshold=fixed_threshold(config))
-    optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch))
+    optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch),
+                               config.get("weight_decay", 0.0))
     model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy],
                   jit_compile=config.get("jit_compile", False))
     return model
@@ -489,7 +498,8 @@ def compile_embedding(base, config, steps_per_epoch=1, num_classes=0):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     else:
         loss = BatchContrastiveLoss(margin=config["margin"])
-    optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch))
+    optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch),
+                               config.get("weight_decay", 0.0))
     fitted.compile(optimizer=optimizer, loss=loss,
                    jit_compile=config.get("jit_compile", False))
     return fitted

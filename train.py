@@ -251,7 +251,8 @@ def train(config):
     projection = " (+ a projection head for training)" if config["projection_head"] else ""
     print(f"model: {config['architecture']} base, {base.count_params():,} parameters"
           f"{projection}, {loss_name}, pairing={config['pairing']}, {config['optimizer']} "
-          f"lr={config['learning_rate']}")
+          f"lr={config['learning_rate']}"
+          + (f" weight_decay={config['weight_decay']}" if config["weight_decay"] else ""))
 
     checkpoint = os.path.join(run_dir, "checkpoint.weights.h5")
     progress = SaveProgress(run_dir)

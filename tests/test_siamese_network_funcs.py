@@ -187,6 +187,28 @@ def test_unknown_optimizer_raises():
         snf.make_optimizer("adamw", 0.001)
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_weight_decay_shrinks_kernels_only(name):
+    # With zero gradients only the decay moves the weights: each kernel by
+    # learning_rate x weight_decay of itself per step, biases and batch-norm not at all.
+    model = keras.Sequential([keras.Input((3,)),
+                              keras.layers.Dense(2, bias_initializer="ones"),
+                              keras.layers.BatchNormalization(beta_initializer="ones")])
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    optimizer = snf.make_optimizer(name, learning_rate=0.1, weight_decay=0.5)
+    zeros = [tf.zeros_like(v) for v in model.trainable_variables]
+    for _ in range(2):
+        optimizer.apply_gradients(zip(zeros, model.trainable_variables))
+    kernel, bias, gamma, beta = [v.numpy() for v in model.trainable_variables]
+    np.testing.assert_allclose(kernel, before[0] * (1 - 0.1 * 0.5) ** 2, rtol=1e-6)
+    for after, start in zip((bias, gamma, beta), before[1:]):
+        np.testing.assert_array_equal(after, start)
+    # 0 = no decay at all
+    plain = snf.make_optimizer(name, learning_rate=0.1)
+    plain.apply_gradients(zip(zeros, model.trainable_variables))
+    np.testing.assert_allclose(model.trainable_variables[0].numpy(), kernel, rtol=1e-6)
+
+
 def test_compile_model_uses_the_configured_margin():
     model, _ = build_siamese_model((8, 8, 1), "digits")
     config = {"optimizer": "sgd", "learning_rate": 0.05, "margin": 2.0,
