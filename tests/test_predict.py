@@ -132,3 +132,31 @@ def test_predict_cli(run_dir, capsys):
     assert predict.main(["identify", run_dir, a, f"--gallery={data_dir}",
                          "--top_k=0"]) == 2
     assert "top_k must be a whole number >= 1" in capsys.readouterr().err
+
+
+def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_path,
+                                                               capsys):
+    # README's `python examples/identify_demo.py --run_dir=RUN`, on the small run.
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples",
+                        "identify_demo.py")
+    spec = importlib.util.spec_from_file_location("identify_demo", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    gallery = tmp_path / "gallery"
+    demo.main([f"--run_dir={run_dir}", f"--gallery={gallery}"])
+    enrolled, added, where = capsys.readouterr().out.strip().split("\n")
+
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
+    test_people, newcomer = metrics["test_classes"], metrics["val_classes"][0]
+    folders = sorted(p.name for p in gallery.iterdir() if p.is_dir())
+    assert folders == sorted(test_people + [newcomer])
+    for name in folders:  # each enrolled with its first image only
+        assert [p.name for p in (gallery / name).iterdir()] == ["1.png"]
+    n = len(test_people)
+    assert enrolled.startswith(f"{n} unseen people enrolled with 1 image each")
+    assert f"on their other {4 * n} images: top-1" in enrolled  # 5 images per person
+    top1 = float(enrolled.split("top-1 ")[1].split()[0])
+    assert top1 >= 1 / n + 0.25  # the blocks are easy: well above chance (1/n)
+    assert added.startswith(f"added folder {newcomer!r} (no retraining)")
+    assert "/4 of its other images" in added and where == f"gallery: {gallery}"
