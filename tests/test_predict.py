@@ -1,5 +1,6 @@
 """evaluate.py and predict.py on a small trained run: evaluation files, verify, identify,
 enrolment by adding a folder, and the gallery cache."""
+import importlib.util
 import json
 import os
 
@@ -137,7 +138,6 @@ def test_predict_cli(run_dir, capsys):
 def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_path,
                                                                capsys):
     # README's `python examples/identify_demo.py --run_dir=RUN`, on the small run.
-    import importlib.util
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples",
                         "identify_demo.py")
     spec = importlib.util.spec_from_file_location("identify_demo", path)
