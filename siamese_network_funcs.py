@@ -461,6 +461,12 @@ def learning_rate(config, steps_per_epoch):
     return config["learning_rate"]
 
 
+def configured_optimizer(config, steps_per_epoch):
+    """The config's optimizer with its learning rate (or schedule) and weight decay."""
+    return make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch),
+                          config.get("weight_decay", 0.0))
+
+
 def compile_model(model, config, steps_per_epoch=1):
     """Compile the pair model (pairing="pairs"): contrastive loss with the seed's
     accuracy at d < margin/2, or for the weighted-L1 head binary cross-entropy (y = 1
@@ -471,8 +477,7 @@ def compile_model(model, config, steps_per_epoch=1):
     else:
         loss = ContrastiveLoss(margin=config["margin"])
         accuracy = DistanceAccuracy(threshold=fixed_threshold(config))
-    optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch),
-                               config.get("weight_decay", 0.0))
+    optimizer = configured_optimizer(config, steps_per_epoch)
     model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy],
                   jit_compile=config.get("jit_compile", False))
     return model
@@ -498,8 +503,7 @@ def compile_embedding(base, config, steps_per_epoch=1, num_classes=0):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     else:
         loss = BatchContrastiveLoss(margin=config["margin"])
-    optimizer = make_optimizer(config["optimizer"], learning_rate(config, steps_per_epoch),
-                               config.get("weight_decay", 0.0))
+    optimizer = configured_optimizer(config, steps_per_epoch)
     fitted.compile(optimizer=optimizer, loss=loss,
                    jit_compile=config.get("jit_compile", False))
     return fitted

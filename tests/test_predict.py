@@ -12,6 +12,7 @@ import evaluate
 import predict
 import train
 from configurator import get_config
+from conftest import REPO_ROOT
 
 
 def write_class_folders(root, n_classes, per_class=5, size=(24, 24), seed=0):
@@ -138,8 +139,7 @@ def test_predict_cli(run_dir, capsys):
 def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_path,
                                                                capsys):
     # README's `python examples/identify_demo.py --run_dir=RUN`, on the small run.
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples",
-                        "identify_demo.py")
+    path = os.path.join(REPO_ROOT, "examples", "identify_demo.py")
     spec = importlib.util.spec_from_file_location("identify_demo", path)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
