@@ -165,7 +165,7 @@ PRESETS = {
     # choose the epoch by 20-way one-shot within validation alphabets, test on the
     # rest), Koch's affine distortions, triplet loss in P x K batches (32 characters
     # x 4 drawings; margin 0.4, as distances on unit vectors run 0-2), each training
-    # character also turned by 90, 180 and 270 degrees as new characters. 27-47
+    # character also turned by 90, 180 and 270 degrees as new characters. 27-50
     # minutes on 2 CPU cores. Works unchanged on images_evaluation. (28x28 trains in
     # 10 minutes, 3-4 points lower: README.)
     "omniglot": dict(
