@@ -88,6 +88,10 @@ def validate(config):
     for key in NON_NEGATIVE:
         if config[key] < 0:
             raise ValueError(f"{key} must be >= 0; got {config[key]!r}")
+    if config["ways"] == 1:
+        raise ValueError("ways=1 is no test: a 1-way task has only the right candidate "
+                         "to pick. Use --ways=2 or more, or 0 for 20 (or every test "
+                         "class where there are fewer)")
     for key in FRACTIONS:
         if not 0 < config[key] < 1:
             raise ValueError(f"{key} must be between 0 and 1 (exclusive); "

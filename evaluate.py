@@ -6,7 +6,8 @@ accuracy on classes the network never saw, beside chance and raw-pixel baselines
     python evaluate.py --run_dir=RUN --data_dir=OTHER   # every class of OTHER is unseen
 
 Writes evaluation.json and roc.png, distance_hist.png, oneshot_curve.png,
-oneshot_examples.png and embeddings.png into the run folder (or --report_dir).
+oneshot_examples.png and embeddings.png into the run folder, or with --data_dir=OTHER
+into RUN/evaluation-<OTHER's name>/, so the run's own results stay (or --report_dir).
 """
 import os
 import sys
@@ -20,10 +21,10 @@ import runs
 import siamese_network_funcs
 from configurator import parse_args, resolve
 
-# Settings that change what is evaluated, not what was trained.
-EVALUATION_KEYS = ("data_dir", "ways", "trials", "within_group", "seed", "dataset",
-                   "total_sample_size", "test_fraction", "val_fraction", "split",
-                   "strict")
+# Settings that change what is evaluated, not what was trained. The seed, split and
+# fractions are not among them: on the run's own data they would draw another split and
+# report training classes as unseen.
+EVALUATION_KEYS = ("data_dir", "ways", "trials", "within_group", "strict")
 
 
 def default_ways(n_classes):
@@ -155,15 +156,25 @@ def print_report(results):
               f"one-shot {results['val_oneshot_accuracy']:.4f})")
 
 
+def same_folder(a, b):
+    """Whether two data_dir settings name one folder, however spelled (relative,
+    trailing slash, symlink); "" (a built-in dataset) only matches itself."""
+    return a == b or bool(a and b) and os.path.realpath(a) == os.path.realpath(b)
+
+
 def evaluate_run(run_dir, overrides, report_dir=None):
     """Reload a run folder and evaluate it, optionally on another data_dir."""
     saved = runs.read_config(run_dir)
     config = resolve(saved, overrides)
     model, base = runs.load_models(run_dir)
     trained = runs.read_json(os.path.join(run_dir, "evaluation.json"), default={})
-    if config["data_dir"] != saved["data_dir"]:
-        # Another folder: every class is unseen; verification pairs among all of them.
-        imageset = prepare_data.load_folder(config["data_dir"], config["image_size"],
+    if not same_folder(config["data_dir"], saved["data_dir"]):
+        # Another folder: every class is unseen; verification pairs among all of them,
+        # its images brought to the size the network was trained on.
+        report_dir = report_dir or os.path.join(
+            run_dir, "evaluation-" + os.path.basename(os.path.normpath(config["data_dir"])))
+        size = config["image_size"] or tuple(saved["source_size"])
+        imageset = prepare_data.load_folder(config["data_dir"], size,
                                             config["downsample"], config["channels"],
                                             config["max_images_per_class"],
                                             min_images_per_class=2,

@@ -124,8 +124,9 @@ def plot_embeddings(embeddings, labels, class_names, path, max_points=1500, seed
     rng = np.random.default_rng(seed)
     keep = rng.permutation(len(labels))[:max_points]
     vectors, labels = embeddings[keep], labels[keep]
-    if vectors.shape[1] > 50:
-        vectors = PCA(50, random_state=seed).fit_transform(vectors)
+    if vectors.shape[1] > 50:  # PCA cannot keep more components than there are points
+        components = min(50, len(vectors))
+        vectors = PCA(components, random_state=seed).fit_transform(vectors)
     perplexity = max(2.0, min(30.0, (len(vectors) - 1) / 3))
     points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
         vectors)

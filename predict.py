@@ -150,9 +150,14 @@ def _read_cache(cache):
 
 
 def _stamp(path):
-    """What identifies a file's content for the cache: its path, size and change time."""
+    """What identifies a file's content for the cache: its path, size, modification
+    time and inode change time. The change time matters: unzip, tar, `cp -p` and `mv`
+    carry a file's modification time over, so a photo replaced by another of the same
+    size would keep its old embedding; any rewrite or rename sets the change time, and
+    nothing can set it back."""
     info = os.stat(path)
-    return f"{os.path.abspath(path)}|{info.st_size}|{info.st_mtime_ns}"
+    return (f"{os.path.abspath(path)}|{info.st_size}|{info.st_mtime_ns}|"
+            f"{info.st_ctime_ns}|{info.st_ino}")
 
 
 def main(argv):

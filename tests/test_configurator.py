@@ -236,6 +236,7 @@ def test_malformed_argument_raises(argument):
     (["--refit=True", "--split=pairs"], "--split=classes"),
     (["--flip=True"], "--augment=True"),
     (["--erase=True"], "--augment=True"),
+    (["--ways=1"], "--ways=2 or more"),
     (["--dataset=att_faces_oneshot", "--augment=False"], "--flip=False"),
 ])
 def test_settings_that_cannot_work_together_raise_saying_what_to_change(argv, message):

@@ -71,9 +71,41 @@ def test_evaluate_on_another_folder_treats_every_class_as_unseen(run_dir, tmp_pa
     assert results["ways"] == 5 and (report / "evaluation.json").exists()
 
 
+def test_evaluate_on_the_training_folder_spelled_otherwise_keeps_the_run_split(
+        run_dir, tmp_path, monkeypatch):
+    data_dir = json.load(open(os.path.join(run_dir, "config.json")))["data_dir"]
+    trained = json.load(open(os.path.join(run_dir, "evaluation.json")))
+    monkeypatch.chdir(os.path.dirname(data_dir))  # relative, with a trailing slash
+    results = evaluate.evaluate_run(
+        run_dir, {"data_dir": os.path.basename(data_dir) + os.sep},
+        report_dir=str(tmp_path))
+    assert results["test_classes"] == trained["test_classes"]
+    assert results["oneshot_accuracy"] == pytest.approx(trained["oneshot_accuracy"])
+
+
+def test_evaluate_on_another_folder_of_other_sizes_leaves_the_run_results(tmp_path):
+    # A run trained on the files' own size (image_size=None): another folder's images
+    # are resized to it, and the report goes beside the run's own, not over it.
+    data = write_class_folders(tmp_path / "data", 8, size=(20, 20))
+    run = train.train(get_config(dataset="folder", data_dir=str(data), channels=1,
+                                 image_size=None, architecture="digits", epochs=1,
+                                 total_sample_size=100, batch_size=32, trials=20,
+                                 out_dir=str(tmp_path / "runs")))
+    before = open(os.path.join(run, "evaluation.json")).read()
+    other = write_class_folders(tmp_path / "other", 4, size=(30, 26), seed=4)
+    results = evaluate.evaluate_run(run, {"data_dir": str(other)})
+    assert results["test_classes"] == [f"person{k}" for k in range(1, 5)]
+    assert open(os.path.join(run, "evaluation.json")).read() == before
+    assert os.path.exists(os.path.join(run, "evaluation-other", "evaluation.json"))
+
+
 def test_evaluate_script_refuses_training_settings_and_missing_runs(run_dir, capsys):
     assert evaluate.main([f"--run_dir={run_dir}", "--epochs=3"]) == 2
     assert "cannot change after training" in capsys.readouterr().err
+    for setting in ("--seed=7", "--test_fraction=0.5", "--split=pairs"):
+        # these would draw another split and report training classes as unseen
+        assert evaluate.main([f"--run_dir={run_dir}", setting]) == 2
+        assert "cannot change after training" in capsys.readouterr().err
     assert evaluate.main(["--run_dir=/no/such/run"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert evaluate.main([]) == 2
@@ -116,6 +148,24 @@ def test_identify_finds_enrolled_people_and_new_folders_without_retraining(run_d
     [result] = matcher.identify([new_query], str(gallery))
     assert result["match"] == "newcomer"
     assert embedded[3:] == [1, 1]  # only the new file, then the query
+
+    # A photo replaced by another of the same size and modification time (as unzip,
+    # tar or `mv` leave it) is embedded again, not answered from the cache.
+    (gallery / "twin").mkdir()
+    photo = gallery / "twin" / "1.pgm"  # PGMs of one size have one length
+    Image.open(gallery / "person1" / "1.png").save(photo)
+    matcher.identify([query], str(gallery))
+    assert embedded[5:] == [1, 1]
+    stamp = os.stat(photo).st_mtime_ns
+    other = gallery / "person2" / "1.png"
+    Image.open(other).save(tmp_path / "swap.pgm")
+    assert os.path.getsize(tmp_path / "swap.pgm") == os.path.getsize(photo)
+    os.replace(tmp_path / "swap.pgm", photo)
+    os.utime(photo, ns=(stamp, stamp))
+    [result] = matcher.identify([str(other)], str(gallery), top_k=2)
+    assert embedded[7:] == [1, 1]  # the replaced photo, then the query
+    assert {name for name, _ in result["top"]} == {"person2", "twin"}
+    assert result["top"][1][1] < 1e-3  # both folders now hold this very photo
 
     matcher.threshold = 0.0  # nobody is close enough
     [result] = matcher.identify([query], str(gallery))
