@@ -183,11 +183,12 @@ def _from_arrays(images, labels, downsample=1):
                     [""] * len(names), [""] * len(labels), tuple(source_size))
 
 
-def load_digits():
+def load_digits(downsample=1):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes)."""
     from sklearn.datasets import load_digits as sklearn_digits
     digits = sklearn_digits()
-    return _from_arrays(np.round(digits.images * (255.0 / 16.0)), digits.target)
+    return _from_arrays(np.round(digits.images * (255.0 / 16.0)), digits.target,
+                        downsample)
 
 
 def load_olivetti(downsample=1):
@@ -224,7 +225,7 @@ def load_dataset(config):
     """The ImageSet a config asks for."""
     name = config["dataset"]
     if name == "digits":
-        return load_digits()
+        return load_digits(config["downsample"])
     if name == "olivetti":
         return load_olivetti(config["downsample"])
     if name == "mnist":

@@ -192,6 +192,10 @@ def test_load_digits():
     from sklearn.datasets import load_digits as sklearn_digits
     target = sklearn_digits().target
     assert [digits.class_names[l] for l in digits.labels] == [str(t) for t in target]
+    # downsample applies here as for every dataset (predict.py applies it to new files)
+    halved = prepare_data.load_digits(downsample=2)
+    assert halved.images.shape == (1797, 4, 4, 1) and halved.source_size == (8, 8)
+    np.testing.assert_array_equal(halved.images, digits.images[:, ::2, ::2])
 
 
 # --- pairs -------------------------------------------------------------------------
