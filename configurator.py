@@ -4,6 +4,7 @@ Every value is checked here, once, so a typo fails at start-up with a message th
 names the setting and lists what is allowed, not deep inside TensorFlow.
 """
 import ast
+import math
 
 import configs
 
@@ -51,7 +52,8 @@ def _parse_value(key, text, default):
 def _check_type(key, value, default):
     if key == "image_size":
         ok = value is None or (isinstance(value, (tuple, list)) and len(value) == 2
-                               and all(isinstance(v, int) and v > 0 for v in value))
+                               and all(isinstance(v, int) and not isinstance(v, bool)
+                                       and v > 0 for v in value))
         if not ok:
             raise ValueError(f"image_size must be None or (height, width) with two "
                              f"positive integers, e.g. --image_size=105,105; got {value!r}")
@@ -65,10 +67,14 @@ def _check_type(key, value, default):
         return None if value is None else float(value)
     if isinstance(default, bool) or isinstance(value, bool):
         if type(value) is not type(default):
-            raise ValueError(f"{key} must be True or False; got {value!r}")
+            wanted = ("True or False" if isinstance(default, bool) else
+                      f"{type(default).__name__} (like the default {default!r})")
+            raise ValueError(f"{key} must be {wanted}; got {value!r}")
         return value
     if isinstance(default, float) and isinstance(value, int):
         return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number; got {value!r}")
     if type(value) is not type(default):
         raise ValueError(f"{key} must be {type(default).__name__} "
                          f"(like the default {default!r}); got {value!r}")

@@ -123,7 +123,11 @@ def test_unknown_key_raises_and_lists_the_valid_keys(call):
 @pytest.mark.parametrize("argv, key", [
     (["--epochs=abc"], "epochs"),
     (["--epochs=1.5"], "epochs"),
-    (["--epochs=True"], "epochs"),
+    (["--epochs=True"], "epochs must be int (like the default"),
+    (["--margin=True"], "margin must be float"),
+    (["--image_size=True,64"], "image_size"),
+    (["--margin=1e400"], "margin must be a finite number"),
+    (["--learning_rate=nan"], "learning_rate"),
     (["--batch_size=None"], "batch_size"),
     (["--learning_rate=fast"], "learning_rate"),
     (["--image_size=105"], "image_size"),
