@@ -44,6 +44,17 @@ def oneshot(embeddings, pixels, imageset, class_ids, ways, trials, seed, within_
             metrics.oneshot_accuracy(pixels, *tasks), tasks)
 
 
+def oneshot_ways(imageset, splits, config):
+    """The N of the test classes' one-shot tasks; raises, naming --ways, when the test
+    classes cannot make such tasks (train.py asks before training, not after)."""
+    test_classes = splits.class_split["test"]
+    ways = config["ways"] or default_ways(len(test_classes))
+    groups = imageset.groups if config["within_group"] else None
+    metrics.make_oneshot_trials(imageset.labels, test_classes, ways, 1,
+                                np.random.default_rng(0), groups)
+    return ways
+
+
 def validation_tasks(imageset, splits, config):
     """Fixed N-way one-shot tasks (queries, candidates, answers) on the validation
     classes, for choosing epochs and settings without touching the test classes; None
@@ -96,7 +107,7 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
         roc_auc=auc, eer=eer)
 
     test_classes = splits.class_split["test"]
-    ways = config["ways"] or default_ways(len(test_classes))
+    ways = oneshot_ways(imageset, splits, config)
     pixels = imageset.images.reshape(len(imageset.images), -1).astype(np.float32)
     model_acc, pixel_acc, tasks = oneshot(embeddings, pixels, imageset, test_classes,
                                           ways, config["trials"], config["seed"],

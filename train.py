@@ -212,6 +212,7 @@ def train(config):
           f": {len(splits.train[1])} train / {len(splits.val[1])} val / "
           f"{len(splits.test[1])} test pairs (half genuine)")
 
+    evaluate.oneshot_ways(imageset, splits, config)  # a --ways too large fails now
     val_tasks = evaluate.validation_tasks(imageset, splits, config)
     if config["monitor"] == "val_oneshot" and not val_tasks:
         raise ValueError("monitor='val_oneshot' needs validation classes of their own: "

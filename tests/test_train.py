@@ -524,3 +524,13 @@ def test_the_network_train_builds_takes_conv_dropout_from_the_config(argv, rate)
     _, base = train.build_network(config, (56, 46, 1))
     rates = {l.rate for l in base.layers if isinstance(l, keras.layers.Dropout)}
     assert rates == {rate}
+
+
+def test_ways_the_test_classes_cannot_meet_fail_before_training(tmp_path, monkeypatch):
+    # digits keeps 3 test classes: 5-way tasks cannot be drawn, and that is said at
+    # start-up, not after the whole training.
+    monkeypatch.setattr(train, "training_setup",
+                        lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(ValueError, match="--ways=3 or fewer"):
+        train.train(get_config(ways=5, epochs=1, out_dir=str(tmp_path)))
+    assert os.listdir(tmp_path) == []
