@@ -150,6 +150,20 @@ def validate(config):
     return config
 
 
+def wants_help(argv):
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
+def help_text(doc, keys=None,
+              heading="Settings (--key=value; configs.py's defaults, which the "
+                      "dataset's preset then changes):"):
+    """A script's docstring and the settings it takes (every key of configs.py unless
+    `keys`), each with its configs.py default, for -h / --help."""
+    base = defaults()
+    lines = [f"  --{k}={base[k]!r}" for k in (keys or base)]
+    return f"{doc.strip()}\n\n{heading}\n" + "\n".join(lines)
+
+
 def parse_args(argv):
     """`--key=value` strings -> {key: value}, each key checked against configs.py."""
     base = defaults()

@@ -19,7 +19,7 @@ import plots
 import prepare_data
 import runs
 import siamese_network_funcs
-from configurator import parse_args, resolve
+from configurator import help_text, parse_args, resolve, wants_help
 
 # Settings that change what is evaluated, not what was trained. The seed, split and
 # fractions are not among them: on the run's own data they would draw another split and
@@ -207,6 +207,11 @@ def evaluate_run(run_dir, overrides, report_dir=None):
 
 
 def main(argv):
+    if wants_help(argv):
+        print(help_text(__doc__, EVALUATION_KEYS,
+                        "Settings besides --run_dir and --report_dir (--key=value; "
+                        "unset, each is the run's own):"))
+        return 0
     try:
         options = parse_args([a for a in argv if not a.startswith(("--run_dir=",
                                                                    "--report_dir="))])

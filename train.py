@@ -21,7 +21,8 @@ import plots
 import prepare_data
 import runs
 import siamese_network_funcs
-from configurator import IN_BATCH_LOSSES, defaults, get_config, parse_args, resolve
+from configurator import (IN_BATCH_LOSSES, defaults, get_config, help_text, parse_args,
+                          resolve, wants_help)
 
 
 class SaveProgress(keras.callbacks.Callback):
@@ -362,6 +363,9 @@ def resume_config(argv):
 
 
 def main(argv):
+    if wants_help(argv):
+        print(help_text(__doc__))
+        return 0
     try:
         resuming = any(arg.startswith("--resume=") for arg in argv)
         config = resume_config(argv) if resuming else get_config(argv)

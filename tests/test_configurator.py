@@ -252,3 +252,15 @@ def test_triplet_with_batch_pairing_resolves():
     config = get_config(["--loss=triplet", "--pairing=batch", "--mining=hard"])
     assert (config["loss"], config["pairing"], config["mining"]) == \
         ("triplet", "batch", "hard")
+
+
+def test_help_lists_every_setting_and_exits_cleanly(capsys):
+    import evaluate
+    import train
+    assert train.main(["--help"]) == 0
+    printed = capsys.readouterr().out
+    assert "python train.py" in printed and "--epochs=13" in printed
+    assert all(f"--{key}=" in printed for key in configurator.defaults())
+    assert evaluate.main(["-h"]) == 0
+    printed = capsys.readouterr().out
+    assert "--run_dir" in printed and "--ways=0" in printed and "--epochs" not in printed
