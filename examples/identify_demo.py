@@ -38,6 +38,21 @@ def identify_all(matcher, gallery, people):
     return nearest, accepted, len(queries)
 
 
+def demo_cannot_use(config, metrics_json):
+    """Why this run cannot show enrolment of people it never saw, or None."""
+    if not config["data_dir"]:
+        return (f"was trained on the built-in {config['dataset']!r} data: the demo "
+                f"enrols people from a folder of class folders (e.g. --dataset="
+                f"att_faces_oneshot)")
+    if config["split"] == "pairs":
+        return ("was trained with split='pairs', so its test people were also "
+                "training people: train with --split=classes for the demo")
+    if metrics_json.get("refit_epochs") or not metrics_json.get("val_classes"):
+        return ("has no validation people left unseen (refit=True trained on them), "
+                "so no newcomer can be added: use a run without refit")
+    return None
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True)
@@ -46,6 +61,10 @@ def main(argv):
     args = parser.parse_args(argv)
     config = runs.read_config(args.run_dir)
     metrics_json = runs.read_json(os.path.join(args.run_dir, "metrics.json"))
+    unusable = demo_cannot_use(config, metrics_json)
+    if unusable:
+        print(f"error: {args.run_dir} {unusable}", file=sys.stderr)
+        return 2
     folders = dict(prepare_data.scan_class_folders(config["data_dir"]))
     test_people = [(name, folders[name]) for name in metrics_json["test_classes"]]
     newcomer = metrics_json["val_classes"][0]
@@ -67,7 +86,8 @@ def main(argv):
     print(f"added folder {newcomer!r} (no retraining): top-1 {nearest}/{total} of its "
           f"other images, {accepted}/{total} accepted as {newcomer}")
     print(f"gallery: {gallery}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -186,15 +186,21 @@ def test_predict_cli(run_dir, capsys):
     assert "top_k must be a whole number >= 1" in capsys.readouterr().err
 
 
-def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_path,
-                                                               capsys):
-    # README's `python examples/identify_demo.py --run_dir=RUN`, on the small run.
+def load_identify_demo():
+    """examples/identify_demo.py as a module (examples/ is not a package)."""
     path = os.path.join(REPO_ROOT, "examples", "identify_demo.py")
     spec = importlib.util.spec_from_file_location("identify_demo", path)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
+    return demo
+
+
+def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_path,
+                                                               capsys):
+    # README's `python examples/identify_demo.py --run_dir=RUN`, on the small run.
+    demo = load_identify_demo()
     gallery = tmp_path / "gallery"
-    demo.main([f"--run_dir={run_dir}", f"--gallery={gallery}"])
+    assert demo.main([f"--run_dir={run_dir}", f"--gallery={gallery}"]) == 0
     enrolled, added, where = capsys.readouterr().out.strip().split("\n")
 
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
@@ -210,3 +216,19 @@ def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_pat
     assert top1 >= 1 / n + 0.25  # the blocks are easy: well above chance (1/n)
     assert added.startswith(f"added folder {newcomer!r} (no retraining)")
     assert "/4 of its other images" in added and where == f"gallery: {gallery}"
+
+
+@pytest.mark.parametrize("config, metrics_json, reason", [
+    ({"data_dir": "", "dataset": "digits", "split": "classes"}, {"val_classes": ["2"]},
+     "built-in 'digits' data"),
+    ({"data_dir": "faces", "dataset": "att_faces", "split": "pairs"},
+     {"val_classes": ["s1"]}, "split='pairs'"),
+    ({"data_dir": "faces", "dataset": "folder", "split": "classes"},
+     {"val_classes": [], "refit_epochs": 3}, "refit=True"),
+])
+def test_identify_demo_says_why_a_run_cannot_show_enrolment(config, metrics_json,
+                                                            reason):
+    demo = load_identify_demo()
+    assert reason in demo.demo_cannot_use(config, metrics_json)
+    assert demo.demo_cannot_use(dict(config, data_dir="faces", split="classes"),
+                                {"val_classes": ["s1"]}) is None
