@@ -6,8 +6,11 @@
   first-batch stalls measured on 2-core CPUs.
 - The C++ notices TensorFlow prints while it loads are hidden, unless you set
   TF_CPP_MIN_LOG_LEVEL yourself.
+- This project's own warnings (a skipped file, say) print as one line, "warning: ...",
+  not Python's two lines of source file, line number and code.
 """
 import os
+import warnings
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -36,3 +39,15 @@ try:
         int(os.environ.get("SIAMESE_INTER_OP_THREADS", "1")))
 except RuntimeError:
     pass  # TensorFlow already started in this process (e.g. a notebook): keep its threads
+
+
+_python_format = warnings.formatwarning
+
+
+def _one_line(message, category, filename, lineno, line=None):
+    if category is UserWarning:  # ours; others (deprecations) keep where they come from
+        return f"warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _one_line

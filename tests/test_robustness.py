@@ -614,3 +614,14 @@ def test_disk_full_keeps_the_previous_file_and_names_it(tmp_path, monkeypatch, f
     assert str(error.value) == f"[Errno 28] No space left on device: {str(target)!r}"
     assert json.loads(target.read_text()) == {"epochs": 1}
     assert os.listdir(tmp_path) == ["config.json"]
+
+
+def test_project_warnings_print_as_one_line():
+    import warnings
+
+    import tf_setup  # noqa: F401  (the entry scripts import it, through siamese_network_funcs)
+    assert (warnings.formatwarning("skipping a/notes.txt: not an image file", UserWarning,
+                                   "prepare_data.py", 50)
+            == "warning: skipping a/notes.txt: not an image file\n")
+    other = warnings.formatwarning("old API", DeprecationWarning, "lib.py", 7)
+    assert "DeprecationWarning" in other and "lib.py:7" in other
