@@ -73,8 +73,18 @@ def scan_class_folders(data_dir, strict=False):
         _skip(f"unreadable folder {error.filename}: {error.strerror}", strict)
 
     classes = []
-    for root, dirs, files in os.walk(data_dir, onerror=unreadable_folder):
-        dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=_natural_key)
+    # Symlinked class folders are followed (a tree of links to photos kept elsewhere);
+    # a folder reached twice, as by a link to a parent, is read once.
+    visited = {os.path.realpath(data_dir)}
+    for root, dirs, files in os.walk(data_dir, onerror=unreadable_folder,
+                                     followlinks=True):
+        kept = []
+        for d in sorted((d for d in dirs if not d.startswith(".")), key=_natural_key):
+            target = os.path.realpath(os.path.join(root, d))
+            if target not in visited:
+                visited.add(target)
+                kept.append(d)
+        dirs[:] = kept
         images = sorted((f for f in files if is_image_file(f)), key=_natural_key)
         at_top = os.path.abspath(root) == os.path.abspath(data_dir)
         for name in sorted(files, key=_natural_key):

@@ -62,6 +62,19 @@ def test_scan_survives_digit_like_characters_in_folder_names(tmp_path):
     assert names.index("s2") < names.index("s10")
 
 
+def test_scan_follows_symlinked_class_folders_once(tmp_path):
+    photos, tree = tmp_path / "photos", tmp_path / "tree"
+    for name in ("alice", "bob"):
+        _save_grey(str(photos / name / "1.png"), 50)
+    tree.mkdir()
+    os.symlink(photos / "alice", tree / "alice")  # a tree of links to photos elsewhere
+    os.symlink(photos / "bob", tree / "bob")
+    os.symlink(photos / "bob", tree / "robert")  # the same folder twice: read once
+    os.symlink(tree, tree / "alice_again")  # a link back up: no endless walk
+    names = [name for name, _ in scan_class_folders(str(tree))]
+    assert names == ["alice", "bob"]
+
+
 def test_load_folder_labels_match_the_folders_and_pixels_survive(class_tree):
     root, values = class_tree
     imageset = load_folder(root)
