@@ -47,9 +47,12 @@ def demo_cannot_use(config, metrics_json):
     if config["split"] == "pairs":
         return ("was trained with split='pairs', so its test people were also "
                 "training people: train with --split=classes for the demo")
-    if metrics_json.get("refit_epochs") or not metrics_json.get("val_classes"):
+    if metrics_json.get("refit_epochs"):
         return ("has no validation people left unseen (refit=True trained on them), "
                 "so no newcomer can be added: use a run without refit")
+    if not metrics_json.get("val_classes"):
+        return ("has no validation people to add as a newcomer: train with "
+                "--split=classes and a val_fraction that leaves some")
     return None
 
 

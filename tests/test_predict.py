@@ -225,6 +225,8 @@ def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_pat
      {"val_classes": ["s1"]}, "split='pairs'"),
     ({"data_dir": "faces", "dataset": "folder", "split": "classes"},
      {"val_classes": [], "refit_epochs": 3}, "refit=True"),
+    ({"data_dir": "faces", "dataset": "folder", "split": "classes"},
+     {"val_classes": []}, "no validation people"),
 ])
 def test_identify_demo_says_why_a_run_cannot_show_enrolment(config, metrics_json,
                                                             reason):
