@@ -103,6 +103,29 @@ def scan_class_folders(data_dir, strict=False):
     return classes
 
 
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16-bit, 32-bit and float pixels
+
+
+def _wide_to_8bit(image):
+    """A 16-bit, 32-bit or float image as 8-bit grey, scaled by its format's range.
+
+    Pillow's convert("L") clips such values (a float image in [0, 1] turns black).
+    The scale comes from the format, never from the image's own brightest pixel, so
+    the same picture saved at 8 and at 16 bits gives the same pixels and a dark photo
+    stays dark: 16-bit files (PNG, TIFF, and PGM, which Pillow stretches to 0-65535)
+    are divided by 257; floats are taken as 0-1 (or 0-255 or 0-65535 when they
+    exceed 1 or 255); 32-bit integers above 65535 as the full signed range.
+    """
+    wide = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    top = wide.max(initial=0.0)
+    if image.mode == "F":
+        full_scale = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    else:
+        full_scale = 65535.0 if top <= 65535 else 2.0 ** 31 - 1
+    scaled = np.clip(np.round(wide * (255.0 / full_scale)), 0, 255)
+    return Image.fromarray(scaled.astype(np.uint8))
+
+
 def load_image(path, image_size=None, downsample=1, channels=1):
     """Read one image file as uint8 (H, W, C), preprocessed exactly as in training.
 
@@ -112,13 +135,8 @@ def load_image(path, image_size=None, downsample=1, channels=1):
     """
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            # Pillow's convert("L") clips 16-bit, 32-bit and float values (a float
-            # image in [0, 1] turns black); rescale to 8 bits instead.
-            wide = np.nan_to_num(np.asarray(image, dtype=np.float64))
-            top = wide.max() if wide.max() > 0 else 1.0
-            scaled = np.clip(wide * (255.0 / top), 0, 255)
-            image = Image.fromarray(scaled.astype(np.uint8))
+        if image.mode in WIDE_MODES:
+            image = _wide_to_8bit(image)
         image = image.convert("L" if channels == 1 else "RGB")
         if image_size is not None:
             height, width = image_size

@@ -310,13 +310,50 @@ def test_every_mode_becomes_the_configured_channels_and_size(tmp_path, name, cha
     assert np.abs(array[0, 0].astype(int) - expected).max() <= 1
 
 
-@pytest.mark.parametrize("name", ["I16.png", "I32.tif", "F.tif"])
-def test_wide_and_float_images_are_rescaled_not_clipped(tmp_path, name):
+def _save_pgm_16(path, pixels):
+    """A binary 16-bit PGM (maxval 65535), which Pillow opens as mode "I"."""
+    height, width = pixels.shape
+    with open(path, "wb") as handle:
+        handle.write(f"P5\n{width} {height}\n65535\n".encode())
+        handle.write(pixels.astype(">u2").tobytes())
+
+
+@pytest.mark.parametrize("extension", ["png", "tif", "pgm"])
+def test_a_16_bit_file_gives_the_pixels_of_the_same_picture_at_8_bits(tmp_path,
+                                                                       extension):
+    picture = np.random.default_rng(0).integers(0, 256, SIZE).astype(np.uint8)
+    picture[0, 0] = 60  # no pixel at full brightness: the scale must not come from it
+    picture[picture > 200] = 200
+    Image.fromarray(picture).save(tmp_path / "eight.png")
+    wide = picture.astype(np.uint16) * 257  # 0..255 -> 0..65535
+    path = tmp_path / f"sixteen.{extension}"
+    if extension == "pgm":
+        _save_pgm_16(path, wide)
+    else:
+        Image.fromarray(wide).save(path)
+    assert Image.open(path).mode in prepare_data.WIDE_MODES
+    np.testing.assert_array_equal(prepare_data.load_image(str(path)),
+                                  prepare_data.load_image(str(tmp_path / "eight.png")))
+
+
+@pytest.mark.parametrize("name", ["I16.png", "I32.tif"])
+def test_a_dark_16_bit_image_stays_dark(tmp_path, name):
+    """0..4000 of 65535 is a dark image: scaled by the format, not stretched to 255."""
     path = str(tmp_path / name)
     MODES[name][0].save(path)
     array = prepare_data.load_image(path)[:, :, 0].astype(int)
-    expected = np.round(GRADIENT_16 * 255 / 4000)
-    assert np.abs(array - expected).max() <= 1  # the whole 0..255 range, in order
+    expected = np.round(GRADIENT_16 * 255 / 65535)
+    assert np.abs(array - expected).max() <= 1 and array.max() == 16
+
+
+@pytest.mark.parametrize("top, full_scale", [(1.0, 1.0), (200.0, 255.0),
+                                             (4000.0, 65535.0)])
+def test_float_images_are_scaled_by_their_range_not_clipped(tmp_path, top, full_scale):
+    path = str(tmp_path / "F.tif")
+    gradient = GRADIENT_16 / 4000 * top
+    Image.fromarray(gradient.astype(np.float32)).save(path)
+    array = prepare_data.load_image(path)[:, :, 0].astype(int)
+    assert np.abs(array - np.round(gradient * 255 / full_scale)).max() <= 1
 
 
 @pytest.mark.parametrize("extension", ["png", "jpg"])
