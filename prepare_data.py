@@ -148,6 +148,12 @@ def load_image(path, image_size=None, downsample=1, channels=1):
     return array[::downsample, ::downsample]
 
 
+def _file_size(path):
+    """(width, height) of an image file, upright as EXIF says."""
+    with Image.open(path) as image:
+        return ImageOps.exif_transpose(image).size
+
+
 def load_folder(data_dir, image_size=None, downsample=1, channels=1,
                 max_images_per_class=0, min_images_per_class=1, strict=False):
     """Load a class-folder tree into an ImageSet.
@@ -185,17 +191,16 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
     first_of_shape = {}  # (H, W, C) -> the first file of that size
     for path, array in zip(paths, images):
         first_of_shape.setdefault(array.shape, path)
-    if len(first_of_shape) > 1:
-        example = ", ".join(f"{path} is {shape[1]}x{shape[0]}"
-                            for shape, path in list(first_of_shape.items())[:3])
+    if len(first_of_shape) > 1:  # sizes as the files have them, before `downsample`
+        example = ", ".join(f"{path} is {'x'.join(map(str, _file_size(path)))}"
+                            for path in list(first_of_shape.values())[:3])
         raise ValueError(
             f"images in {data_dir!r} have different sizes ({example}, width x height): "
             f"set image_size, e.g. --image_size=105,105, so that every image is "
             f"resized to one size")
     if image_size is None:
-        with Image.open(paths[0]) as first:
-            width, height = ImageOps.exif_transpose(first).size
-            image_size = (height, width)
+        width, height = _file_size(paths[0])
+        image_size = (height, width)
     return ImageSet(np.stack(images), np.asarray(labels, np.int32), class_names,
                     groups, paths, tuple(image_size))
 

@@ -386,6 +386,16 @@ def test_mixed_sizes_error_names_a_file_of_each_size(tmp_path):
     assert "--image_size=" in str(error.value)
 
 
+def test_mixed_sizes_error_gives_the_files_sizes_not_the_downsampled_ones(tmp_path):
+    face = _save(tmp_path / "a" / "1.png", size=(112, 92))
+    _save(tmp_path / "a" / "2.png", size=(112, 92))
+    other = _save(tmp_path / "b" / "1.png", size=(100, 80))
+    _save(tmp_path / "b" / "2.png", size=(112, 92))
+    with pytest.raises(ValueError) as error:
+        load_folder(str(tmp_path), downsample=2)
+    assert f"{face} is 92x112, {other} is 80x100, width x height" in str(error.value)
+
+
 def test_mixed_sizes_and_modes_become_one_array_at_image_size(tmp_path):
     _save(tmp_path / "a" / "1.png", 50, size=(30, 20))
     _save(tmp_path / "a" / "2.gif", 60, size=(7, 9), mode="P")
