@@ -105,6 +105,19 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
         test_pair_accuracy_fixed_threshold=metrics.pair_accuracy(test_d, test_labels,
                                                                  fixed),
         roc_auc=auc, eer=eer)
+    if config["split"] == "pairs":
+        # One pool of pairs for all three parts: say how many test pairs training saw,
+        # and score the others on their own.
+        seen = prepare_data.pairs_also_in(test_pairs, splits.train[0])
+        fresh = ~seen
+        results.update(
+            test_pairs_also_in_training=int(seen.sum()),
+            test_genuine_pairs_also_in_training=int(np.sum(seen & (test_labels == 1))),
+            n_test_genuine_pairs=int(np.sum(test_labels == 1)),
+            n_test_pairs_not_in_training=int(fresh.sum()),
+            n_test_genuine_pairs_not_in_training=int(np.sum(fresh & (test_labels == 1))),
+            test_pair_accuracy_not_in_training=metrics.pair_accuracy(
+                test_d[fresh], test_labels[fresh], threshold) if fresh.any() else None)
 
     test_classes = splits.class_split["test"]
     ways = oneshot_ways(imageset, splits, config)
@@ -158,6 +171,13 @@ def print_report(results):
           f"{results['test_pair_accuracy_fixed_threshold']:.4f} at the fixed "
           f"{results['fixed_threshold']:g}; ROC AUC {results['roc_auc']:.4f}, "
           f"EER {results['eer']:.4f}")
+    if results.get("test_pair_accuracy_not_in_training") is not None:
+        print(f"    {results['test_pairs_also_in_training']} of these test pairs "
+              f"({results['test_genuine_pairs_also_in_training']} of the "
+              f"{results['n_test_genuine_pairs']} genuine) are also training pairs; on "
+              f"the other {results['n_test_pairs_not_in_training']} "
+              f"({results['n_test_genuine_pairs_not_in_training']} genuine): "
+              f"{results['test_pair_accuracy_not_in_training']:.4f}")
     group = ", candidates within one group" if results["within_group"] else ""
     print(f"  {results['ways']}-way one-shot over {results['trials']} trials{group}: "
           f"model {results['oneshot_accuracy']:.4f} | pixel nearest neighbour "

@@ -320,6 +320,17 @@ def make_pairs(labels, class_ids, n_genuine, n_impostor, rng):
     return pairs[order].astype(np.int32), y[order].astype(np.float32)
 
 
+def pairs_also_in(pairs, others):
+    """Which rows of `pairs` (P, 2) also occur in `others`, either way round: (P,) bool.
+
+    split="pairs" draws train and test pairs from one pool, so a test pair can be a
+    training pair (AT&T: 1,800 genuine pairs exist, 10,000 are drawn)."""
+    pairs, others = (np.sort(np.asarray(p, np.int64).reshape(-1, 2), axis=1)
+                     for p in (pairs, others))
+    stride = int(max(pairs.max(initial=0), others.max(initial=0))) + 1
+    return np.isin(pairs[:, 0] * stride + pairs[:, 1], others[:, 0] * stride + others[:, 1])
+
+
 @dataclass
 class PairSplits:
     train: tuple  # (pairs, labels)

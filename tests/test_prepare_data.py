@@ -334,6 +334,27 @@ def test_build_splits_is_deterministic_for_a_seed(digits, split):
     assert not np.array_equal(first.test[0], other.test[0])
 
 
+def test_pairs_also_in_matches_pairs_either_way_round():
+    pairs = np.array([[0, 1], [2, 3], [5, 4], [7, 7], [9, 8]])
+    others = np.array([[1, 0], [4, 5], [7, 7], [8, 6], [30, 2]])
+    assert prepare_data.pairs_also_in(pairs, others).tolist() == [True, False, True,
+                                                                  True, False]
+    assert prepare_data.pairs_also_in(pairs, others[:0]).tolist() == [False] * 5
+
+
+@pytest.mark.parametrize("split", ["classes", "pairs"])
+def test_pairs_also_in_counts_the_test_pairs_training_saw(digits, split):
+    few = prepare_data._from_arrays(digits.images[:60, :, :, 0], digits.labels[:60])
+    splits = build_splits(few, _config(split=split))
+    seen = prepare_data.pairs_also_in(splits.test[0], splits.train[0])
+    training = {tuple(sorted(p)) for p in splits.train[0].tolist()}
+    assert seen.tolist() == [tuple(sorted(p)) in training
+                             for p in splits.test[0].tolist()]
+    # Disjoint classes share no pair; 500 pairs of each label from one pool over 60
+    # digits share many.
+    assert seen.any() == (split == "pairs")
+
+
 def test_merge_validation_moves_the_validation_classes_into_training(digits):
     splits = build_splits(digits, _config())
     merged = prepare_data.merge_validation(splits)

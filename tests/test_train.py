@@ -343,6 +343,13 @@ def test_each_recipe_beats_chance_and_saves_a_pair_model(tmp_path, capsys, recip
     assert evaluation["oneshot_accuracy"] >= evaluation["chance"] + min_oneshot_gain, \
         evaluation
     assert evaluation["test_pair_accuracy"] >= min_pair_accuracy, evaluation
+    # split="pairs" says how many test pairs training saw and scores the others alone.
+    assert ("test_pair_accuracy_not_in_training" in evaluation) == \
+        (recipe.get("split") == "pairs")
+    if recipe.get("split") == "pairs":
+        assert evaluation["test_pairs_also_in_training"] + \
+            evaluation["n_test_pairs_not_in_training"] == evaluation["n_test_pairs"]
+        assert "are also training pairs" in capsys.readouterr().out
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     assert len(model.inputs) == 2
     if recipe["pairing"] == "batch":
