@@ -163,8 +163,9 @@ def build_network(config, input_shape):
 
 def refit(config, imageset, splits, epochs, run_dir, strategy):
     """A fresh network fitted on the training and validation classes together for
-    `epochs`, with the same recipe; (pair model, base), or None when Ctrl-C or a NaN
-    loss stopped it (the network chosen on validation is then kept)."""
+    `epochs`, with the same recipe; (pair model, base), or None when a NaN loss
+    stopped it (the network chosen on validation is then kept). Ctrl-C raises
+    KeyboardInterrupt, as in any fit."""
     print(f"refit: a fresh network on the training and validation classes for the "
           f"{epochs} epochs validation chose")
     keras.utils.set_random_seed(config["seed"])
@@ -173,14 +174,9 @@ def refit(config, imageset, splits, epochs, run_dir, strategy):
         model, base = build_network(config, imageset.images.shape[1:])
         fitted, train_data, _, steps = training_setup(config, imageset, splits, model,
                                                       base)
-    try:
-        history = fitted.fit(train_data, epochs=epochs, steps_per_epoch=steps,
-                             callbacks=[LogLearningRate(),
-                                        keras.callbacks.TerminateOnNaN()],
-                             shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
-    except KeyboardInterrupt:
-        print("\nrefit interrupted: keeping the network chosen on validation")
-        return None
+    history = fitted.fit(train_data, epochs=epochs, steps_per_epoch=steps,
+                         callbacks=[LogLearningRate(), keras.callbacks.TerminateOnNaN()],
+                         shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     runs.write_history(os.path.join(run_dir, "refit_history.csv"), history.history)
     if not np.isfinite(history.history["loss"][-1]):
         print("the refit's loss became NaN: keeping the network chosen on validation")
@@ -293,9 +289,16 @@ def train(config):
                    verbose=1 if sys.stdout.isatty() else 2)  # no bar redraws in logs
     except KeyboardInterrupt:
         interrupted = True
-        print(f"\ninterrupted: keeping the best checkpoint so far; continue with "
-              f"python train.py --resume={run_dir}")
     losses = progress.history.get("loss", [])
+    if interrupted and not losses:
+        # Stopped inside the first epoch: its weights are half-trained, not worth
+        # saving or evaluating as a run's result.
+        print(f"\ninterrupted during the first epoch: no epoch finished, so there is "
+              f"no network to keep; python train.py --resume={run_dir} starts it again")
+        return run_dir
+    if interrupted:
+        print(f"\ninterrupted after {len(losses)} finished epoch(s): keeping the best "
+              f"of them; continue with python train.py --resume={run_dir}")
     if losses and not np.isfinite(losses[-1]):
         print("the loss became NaN, so training stopped: keeping the best checkpoint "
               "so far; a lower --learning_rate may train further")
@@ -312,7 +315,11 @@ def train(config):
             splits.val[1])[0]
         epochs = runs.best_epoch(progress.history, config["monitor"], mode)
         merged = prepare_data.merge_validation(splits)
-        refitted = refit(config, imageset, merged, epochs, run_dir, strategy)
+        try:
+            refitted = refit(config, imageset, merged, epochs, run_dir, strategy)
+        except KeyboardInterrupt:
+            interrupted, refitted = True, None
+            print("\nrefit interrupted: keeping the network chosen on validation")
         if refitted:
             (model, base), splits, refit_epochs = refitted, merged, epochs
             save_run(run_dir, model, base, config)

@@ -398,6 +398,31 @@ def test_ctrl_c_keeps_a_usable_run_that_resume_continues(tmp_path, monkeypatch, 
     assert "finished" in capsys.readouterr().err
 
 
+def test_ctrl_c_in_the_first_epoch_keeps_no_half_trained_network(tmp_path, monkeypatch,
+                                                                capsys):
+    # No epoch finished: nothing is saved or evaluated as if it were a result, the
+    # message says so, and --resume starts the run from its first epoch.
+    def interrupting(self, batch, logs=None):
+        if batch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.SaveProgress, "on_train_batch_end", interrupting,
+                        raising=False)
+    run_dir = train.train(_config(tmp_path))
+    out = capsys.readouterr().out
+    assert "no epoch finished" in out and f"--resume={run_dir}" in out
+    assert "keeping the best" not in out
+    for name in ("model.keras", "model.weights.h5", "embedding.keras", "metrics.json",
+                 "evaluation.json", "checkpoint.weights.h5", "backup"):
+        assert not os.path.exists(os.path.join(run_dir, name)), name
+
+    monkeypatch.delattr(train.SaveProgress, "on_train_batch_end")
+    assert train.main([f"--resume={run_dir}"]) == 0
+    with open(os.path.join(run_dir, "history.csv")) as handle:
+        assert len(list(csv.DictReader(handle))) == _config(tmp_path)["epochs"]
+    assert _read_metrics(run_dir)["interrupted"] is False
+
+
 def test_resume_refuses_changing_the_data_settings(tmp_path, capsys):
     assert train.main([f"--resume={tmp_path}", "--split=pairs"]) == 2
     assert "--split" in capsys.readouterr().err
@@ -516,6 +541,7 @@ def test_ctrl_c_in_the_refit_keeps_the_network_chosen_on_validation(tmp_path,
     assert "keeping the network chosen on validation" in capsys.readouterr().out
     results = _read_metrics(run_dir)
     assert results["refit_epochs"] == 0 and results["val_classes"]
+    assert results["interrupted"] is True
     assert not os.path.exists(os.path.join(run_dir, "refit_history.csv"))
     model, chosen_on_validation = _saved_and_chosen_on_validation(run_dir)
     for saved, good in zip(model.get_weights(), chosen_on_validation.get_weights()):
