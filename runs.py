@@ -59,6 +59,18 @@ def write_history(path, history):
     atomic_write(path, write)
 
 
+def backup_epoch(backup_dir):
+    """How many epochs the backup of Keras' BackupAndRestore in `backup_dir` holds
+    (the epoch a resumed fit starts from), or 0 when there is none."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    metadata = read_json(path, default={})
+    epoch = metadata.get("epoch", 0) if isinstance(metadata, dict) else None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"{path} is damaged (no epoch count in it): restore it, or "
+                         f"start a new run")
+    return epoch
+
+
 def best_logged(history, key, mode):
     """The best value of `key` logged so far (max or min by mode), or None."""
     values = history.get(key)

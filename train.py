@@ -214,14 +214,21 @@ def train(config):
     if config["monitor"] == "val_oneshot" and not val_tasks:
         raise ValueError("monitor='val_oneshot' needs validation classes of their own: "
                          "use --split=classes or --split=groups, or --monitor=val_loss")
-    history = (runs.read_history(os.path.join(config["resume"], "history.csv"))
-               if config["resume"] else {})
-    done = len(history.get("loss", []))  # epochs an interrupted run already finished
+    history, done = {}, 0  # done: epochs an interrupted run already finished
     if config["resume"]:
-        if done and not os.path.isdir(os.path.join(config["resume"], "backup")):
+        history_csv = os.path.join(config["resume"], "history.csv")
+        history = runs.read_history(history_csv)
+        backup = os.path.join(config["resume"], "backup")
+        if history and not os.path.isdir(backup):
             raise ValueError(f"{config['resume']} has no backup/ folder to resume from: "
                              f"its training finished. Evaluate it with python "
                              f"evaluate.py --run_dir={config['resume']}, or start a new run")
+        # Keras restarts after the epoch its backup holds; an epoch logged after that
+        # backup (Ctrl-C between the two) is trained again, so its row goes.
+        done = runs.backup_epoch(backup)
+        if len(history.get("loss", [])) > done:
+            history = {key: values[:done] for key, values in history.items()}
+            runs.write_history(history_csv, history)
         print(f"resuming {config['resume']} after epoch {done}")
 
     strategy = make_strategy(config["distribute"])
@@ -265,10 +272,6 @@ def train(config):
             monitor=config["monitor"], mode=mode, factor=0.5,
             patience=config["reduce_lr_patience"], verbose=1))
     callbacks += [  # after ValidationOneShot, so they all see val_oneshot
-        # The last finished epoch (weights, optimizer, epoch number) for --resume=RUN;
-        # removed when training ends normally.
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
-                                         double_checkpoint=True),
         keras.callbacks.ModelCheckpoint(checkpoint, monitor=config["monitor"], mode=mode,
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best_so_far),
@@ -276,6 +279,11 @@ def train(config):
                                   append=bool(config["resume"])),
         keras.callbacks.TerminateOnNaN(),
         progress,
+        # The last finished epoch (weights, optimizer, epoch number) for --resume=RUN,
+        # saved after the epoch's checkpoint and history row, so a backup never holds
+        # an epoch they lack; removed when training ends normally.
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"),
+                                         double_checkpoint=True),
     ]
     if config["patience"]:
         callbacks.append(keras.callbacks.EarlyStopping(

@@ -71,3 +71,20 @@ def test_write_history_reads_back_one_row_per_epoch(tmp_path):
 ])
 def test_best_epoch_is_one_based_and_takes_the_first_of_ties(mode, values, expected):
     assert runs.best_epoch({"val_oneshot": values}, "val_oneshot", mode) == expected
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, 0),  # no backup yet: interrupted inside the first epoch
+    ('{"epoch": 3, "batch": 0}', 3),
+])
+def test_backup_epoch_reads_the_epochs_keras_backup_holds(tmp_path, content, expected):
+    if content is not None:
+        (tmp_path / "training_metadata.json").write_text(content)
+    assert runs.backup_epoch(str(tmp_path)) == expected
+
+
+@pytest.mark.parametrize("content", ['{"epoch": "3"}', '{"epoch": -1}', "[3]", "{"])
+def test_a_damaged_backup_epoch_names_the_file(tmp_path, content):
+    (tmp_path / "training_metadata.json").write_text(content)
+    with pytest.raises(ValueError, match="training_metadata.json"):
+        runs.backup_epoch(str(tmp_path))
