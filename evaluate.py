@@ -86,7 +86,9 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     test_d = metrics.pair_distances(embeddings, test_pairs, head)
     fixed = siamese_network_funcs.fixed_threshold(config)
     results = {"split": config["split"], "data_dir": config["data_dir"],
-               "fixed_threshold": fixed, "n_test_pairs": int(len(test_labels))}
+               "fixed_threshold": fixed,
+               "fixed_rule": siamese_network_funcs.fixed_rule(config),
+               "n_test_pairs": int(len(test_labels))}
     if len(splits.val[1]):
         val_d = metrics.pair_distances(embeddings, splits.val[0], head)
         threshold, val_accuracy = metrics.best_threshold(val_d, splits.val[1])
@@ -169,7 +171,7 @@ def print_report(results):
           f"{results['n_test_pairs']} test pairs at threshold {results['threshold']:.4f} "
           f"({results['threshold_source']}); "
           f"{results['test_pair_accuracy_fixed_threshold']:.4f} at the fixed "
-          f"{results['fixed_threshold']:g}; ROC AUC {results['roc_auc']:.4f}, "
+          f"{results['fixed_rule']}; ROC AUC {results['roc_auc']:.4f}, "
           f"EER {results['eer']:.4f}")
     if results.get("test_pair_accuracy_not_in_training") is not None:
         print(f"    {results['test_pairs_also_in_training']} of these test pairs "

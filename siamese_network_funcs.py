@@ -435,6 +435,18 @@ def fixed_threshold(config):
     return 0.5 if config["distance"] == "l1_sigmoid" else config["margin"] / 2
 
 
+def fixed_rule(config):
+    """fixed_threshold in words, saying when the run's loss never trained toward it
+    (triplet, supcon and normsoftmax place unit vectors with no threshold in mind)."""
+    if config["distance"] == "l1_sigmoid":
+        return "rule p(same) > 0.5"
+    rule = f"rule d < margin/2 = {fixed_threshold(config):g}"
+    if config["loss"] in ("contrastive", "bce"):
+        return rule
+    return (f"{rule}, the contrastive loss's, which {config['loss']} loss does not "
+            f"train toward")
+
+
 def make_optimizer(name, learning_rate, weight_decay=0.0):
     """The named Keras optimizer; weight_decay > 0 adds decoupled weight decay (Keras
     shrinks each variable by learning rate x weight_decay per step, as AdamW) on the

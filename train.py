@@ -354,7 +354,8 @@ def train(config):
             results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
                                                                      threshold)
     runs.write_json(os.path.join(run_dir, "metrics.json"), results)
-    print(f"test pair accuracy at the fixed threshold {threshold:g}: "
+    print(f"test pair accuracy at the seeds' fixed "
+          f"{siamese_network_funcs.fixed_rule(config)}: "
           f"{results['test_pair_accuracy']:.4f} ({results['n_test_pairs']} pairs)")
     evaluate.evaluate(run_dir, saved_config, imageset, splits, embeddings,
                       threshold=calibrated, head=head)

@@ -557,3 +557,20 @@ def test_koch_architecture_follows_the_paper():
     assert abs(kernel.std() - 1e-2) < 2e-3 and abs(bias.mean() - 0.5) < 5e-3
     dense_kernel, dense_bias = base.layers[-1].get_weights()
     assert abs(dense_kernel.std() - 0.2) < 0.01 and abs(dense_bias.mean() - 0.5) < 5e-3
+
+
+@pytest.mark.parametrize("config, rule", [
+    (dict(distance="euclidean", loss="contrastive", margin=1.0), "rule d < margin/2 = 0.5"),
+    (dict(distance="euclidean", loss="contrastive", margin=2.0), "rule d < margin/2 = 1"),
+    (dict(distance="l1_sigmoid", loss="bce", margin=1.0), "rule p(same) > 0.5"),
+])
+def test_fixed_rule_states_the_seeds_threshold(config, rule):
+    assert snf.fixed_rule(config) == rule
+
+
+@pytest.mark.parametrize("loss", ["triplet", "supcon", "normsoftmax"])
+def test_fixed_rule_says_when_the_loss_never_trained_toward_it(loss):
+    rule = snf.fixed_rule(dict(distance="euclidean", loss=loss,
+                                                 margin=1.0))
+    assert rule.startswith("rule d < margin/2 = 0.5")
+    assert f"which {loss} loss does not train toward" in rule
