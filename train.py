@@ -91,7 +91,8 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
 
     pairing="pairs" fits the pair model on the split's pairs. pairing="batch" fits the
     base network on P x K batches of the same classes and scores every pair inside
-    each batch; an epoch embeds as many images as in "pairs" mode (2 per pair).
+    each batch; an epoch has as many steps as "pairs" mode would with batch_size
+    images per step (2 per pair), fewer images when P is capped at the classes there are.
     A resumed run's data starts at `first_epoch`, where the interrupted run stopped.
     """
     batch = config["batch_size"]
@@ -108,7 +109,6 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
                                           augment=augment, first_epoch=first_epoch),
                 prepare_data.pair_dataset(imageset.images, *splits.val, batch)
                 if validating else None, steps)
-    rng = np.random.default_rng(config["seed"])
     per_class = config["images_per_class"]
     classes = {name: (imageset.labels, splits.class_split[name], imageset.groups)
                for name in ("train", "val")}
@@ -130,8 +130,12 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
         counts["val"] = max(1, 2 * len(splits.val[1]) // batch)
     classes_asked = batch // per_class
     batches = {}
+    # Each part from its own generator, so the validation batches do not depend on
+    # how many training batches were drawn (--epochs may change on --resume).
+    seeds = {"train": config["seed"], "val": [config["seed"], 1]}
     for name, n in counts.items():
         labels, class_ids, groups = classes[name]
+        rng = np.random.default_rng(seeds[name])
         batches[name] = prepare_data.pk_batches(labels, class_ids, classes_asked,
                                                 per_class, n, rng, groups,
                                                 config["batch_groups"])

@@ -425,6 +425,27 @@ def test_ctrl_c_in_the_first_epoch_keeps_no_half_trained_network(tmp_path, monke
     assert _read_metrics(run_dir)["interrupted"] is False
 
 
+def test_validation_batches_do_not_change_with_the_epochs(tmp_path):
+    # --resume may change --epochs; the P x K validation batches (val_loss, and what
+    # the kept checkpoint was compared on) must stay the same, and so must the first
+    # epochs' training batches.
+    imageset = prepare_data.load_digits()
+    seen = {}
+    for epochs in (2, 5):
+        config = get_config(out_dir=str(tmp_path), pairing="batch", loss="triplet",
+                            **dict(SETTINGS, epochs=epochs))
+        splits = prepare_data.build_splits(imageset, config)
+        model, base = train.build_network(config, imageset.images.shape[1:])
+        _, train_data, val_data, steps = train.training_setup(config, imageset, splits,
+                                                              model, base)
+        seen[epochs] = ([labels.numpy() for _, labels in val_data],
+                        [labels.numpy() for _, labels in train_data.take(2 * steps)])
+    for before, after in zip(*seen.values()):
+        assert len(before) == len(after) > 0
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_resume_refuses_changing_the_data_settings(tmp_path, capsys):
     assert train.main([f"--resume={tmp_path}", "--split=pairs"]) == 2
     assert "--split" in capsys.readouterr().err
