@@ -222,8 +222,33 @@ def _masked_mean(values, mask):
     return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
+class InBatchLoss(keras.losses.Loss):
+    """A loss over every pair of a batch of (class label, embedding) rows; subclasses
+    give it as batch_loss(labels, embeddings), a scalar.
+
+    Under tf.distribute each replica holds a slice of the batch. The slices are
+    gathered, so every image is still compared with every other (TensorFlow's
+    all_gather hands each replica the gradient of its own rows), and the loss is
+    divided by the replicas, as Keras does for per-image losses but not for a scalar,
+    so that the gradients summed over replicas and the logged loss are those of one
+    device.
+    """
+
+    def call(self, y_true, y_pred):
+        replicas = 1
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            context = tf.distribute.get_replica_context()
+            replicas = context.num_replicas_in_sync if context is not None else 1
+            if replicas > 1:
+                y_true = context.all_gather(y_true, axis=0)
+                y_pred = context.all_gather(y_pred, axis=0)
+        return self.batch_loss(y_true, y_pred) / replicas
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class BatchContrastiveLoss(keras.losses.Loss):
+class BatchContrastiveLoss(InBatchLoss):
     """Contrastive loss over every pair of a batch of (embedding, class label) rows.
 
     Genuine and impostor pairs are averaged separately and weighted equally, as in a
@@ -235,7 +260,7 @@ class BatchContrastiveLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.margin = margin
 
-    def call(self, y_true, y_pred):
+    def batch_loss(self, y_true, y_pred):
         d = pairwise_distances(y_pred)
         genuine, impostor = _label_masks(y_true, y_pred)
         return 0.5 * (_masked_mean(ops.square(d), genuine) + _masked_mean(
@@ -249,7 +274,7 @@ MINING = ("semi_hard", "hard", "all")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class TripletLoss(keras.losses.Loss):
+class TripletLoss(InBatchLoss):
     """FaceNet's max(d(a, p) - d(a, n) + margin, 0) with triplets mined in the batch.
 
     mining="semi_hard": for every genuine (anchor, positive), the closest negative that
@@ -276,7 +301,7 @@ class TripletLoss(keras.losses.Loss):
             return ops.softplus(d_ap - d_an)
         return ops.maximum(d_ap - d_an + self.margin, 0.0)
 
-    def call(self, y_true, y_pred):
+    def batch_loss(self, y_true, y_pred):
         d = pairwise_distances(y_pred)
         positive, negative = _label_masks(y_true, y_pred)
         big = ops.max(d) + 1.0
@@ -307,7 +332,7 @@ class TripletLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SupConLoss(keras.losses.Loss):
+class SupConLoss(InBatchLoss):
     """Supervised contrastive loss (Khosla et al. 2020) over a batch of unit embeddings.
 
     Each image is a query that must pick out the other images of its class among all
@@ -320,7 +345,7 @@ class SupConLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.temperature = temperature
 
-    def call(self, y_true, y_pred):
+    def batch_loss(self, y_true, y_pred):
         logits = ops.matmul(y_pred, ops.transpose(y_pred)) / self.temperature
         positive, _ = _label_masks(y_true, y_pred)
         # an image never competes with itself: its own logit is pushed far below
