@@ -462,10 +462,14 @@ def fixed_threshold(config):
 
 def fixed_rule(config):
     """fixed_threshold in words, saying when the run's loss never trained toward it
-    (triplet, supcon and normsoftmax place unit vectors with no threshold in mind)."""
+    (triplet, supcon and normsoftmax place unit vectors with no threshold in mind; a
+    projection head's loss sees other vectors than those compared)."""
     if config["distance"] == "l1_sigmoid":
         return "rule p(same) > 0.5"
     rule = f"rule d < margin/2 = {fixed_threshold(config):g}"
+    if config.get("projection_head"):
+        return (f"{rule}, which the loss applied above the projection head, not to "
+                f"the features compared here")
     if config["loss"] in ("contrastive", "bce"):
         return rule
     return (f"{rule}, the contrastive loss's, which {config['loss']} loss does not "
