@@ -407,14 +407,19 @@ def unseen_splits(imageset, config):
                       {"train": everyone[:0], "val": everyone[:0], "test": everyone})
 
 
-def make_augmenter(image_shape, flip=False, erase=False, seed=0):
+KOCH_SCALE = (0.8, 1.2)  # Koch et al.'s scale range, for height and width separately
+DISTORTIONS = ("rotation", "shear", "scale", "shift", "flip", "erase")
+
+
+def make_augmenter(image_shape, flip=False, erase=False, seed=0, only=DISTORTIONS):
     """Koch et al.'s affine distortions for a batch of images, on the fly.
 
-    Rotation +-10 degrees, shear +-0.3, scale 0.8-1.2 and translation +-2 pixels, each
-    applied to an image with probability 0.5; with `flip`, also random left-right
-    mirroring (right for faces, wrong for characters); with `erase`, random erasing
-    (Zhong et al. 2020): a rectangle of 2-33% of the image filled with noise, as an
-    occlusion the network must see past.
+    Rotation +-10 degrees, shear +-0.3, scale 0.8-1.2 (height and width each their
+    own) and translation +-2 pixels, each applied to an image with probability 0.5;
+    with `flip`, also random left-right mirroring (right for faces, wrong for
+    characters); with `erase`, random erasing (Zhong et al. 2020): a rectangle of
+    2-33% of the image filled with noise, as an occlusion the network must see past.
+    `only` keeps just the named steps of DISTORTIONS (to look at one at a time).
     """
     import functools
 
@@ -439,20 +444,24 @@ def make_augmenter(image_shape, flip=False, erase=False, seed=0):
     def training(layer):  # preprocessing layers distort only when training=True
         return functools.partial(layer, training=True)
 
-    distortions = [
-        training(keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed)),
-        shear_about_centre,
-        training(keras.layers.RandomZoom((-0.2, 0.2), fill_mode="nearest",
-                                         seed=seed + 2)),
-        training(keras.layers.RandomTranslation(2 / height, 2 / width,
-                                                fill_mode="nearest", seed=seed + 3)),
-    ]
+    # RandomZoom's factor z stretches the sampling grid, so the content is scaled by
+    # 1 / (1 + z): z from 1/1.2 - 1 to 1/0.8 - 1 scales it by 0.8-1.2.
+    zoom = (1 / KOCH_SCALE[1] - 1, 1 / KOCH_SCALE[0] - 1)
+    steps = {
+        "rotation": training(keras.layers.RandomRotation(10 / 360, fill_mode="nearest",
+                                                         seed=seed)),
+        "shear": shear_about_centre,
+        "scale": training(keras.layers.RandomZoom(zoom, zoom, fill_mode="nearest",
+                                                  seed=seed + 2)),
+        "shift": training(keras.layers.RandomTranslation(
+            2 / height, 2 / width, fill_mode="nearest", seed=seed + 3)),
+    }
     if flip:
-        distortions.append(training(keras.layers.RandomFlip("horizontal",
-                                                            seed=seed + 4)))
+        steps["flip"] = training(keras.layers.RandomFlip("horizontal", seed=seed + 4))
     if erase:  # factor (1, 1): always erase here; the 0.5 below decides which images
-        distortions.append(training(keras.layers.RandomErasing(
-            factor=(1.0, 1.0), value_range=(0, 255), seed=seed + 5)))
+        steps["erase"] = training(keras.layers.RandomErasing(
+            factor=(1.0, 1.0), value_range=(0, 255), seed=seed + 5))
+    distortions = [step for name, step in steps.items() if name in only]
 
     def augment(batch):
         for distortion in distortions:

@@ -559,6 +559,33 @@ def test_augmenter_applies_each_distortion_with_probability_half_within_range():
     np.testing.assert_allclose(again, out)  # seeded
 
 
+def test_scale_step_scales_height_and_width_each_by_0_8_to_1_2():
+    # Two dots 16 px apart across and two 16 px apart down, about the centre of a
+    # 41x41 image: after the scale step alone their spacing / 16 is the content's
+    # scale along each axis, Koch's 0.8-1.2 drawn for each axis on its own.
+    image = np.zeros((41, 41, 1), np.float32)
+    for row, col in ((20, 12), (20, 28), (12, 20), (28, 20)):
+        image[row, col] = 255.0
+    batch = np.repeat(image[None], 2000, axis=0)
+    out = np.asarray(prepare_data.make_augmenter((41, 41, 1), seed=0,
+                                                 only=("scale",))(batch))[..., 0]
+    scaled = ~np.all(np.isclose(out, batch[..., 0], atol=1e-3), axis=(1, 2))
+    assert 900 <= scaled.sum() <= 1100  # probability 0.5
+    axis = np.arange(41)
+
+    def spacing(profiles):  # centroid of the far half minus that of the near half
+        near, far = profiles[:, :20], profiles[:, 21:]
+        return ((far * axis[21:]).sum(1) / far.sum(1)
+                - (near * axis[:20]).sum(1) / near.sum(1)) / 16
+
+    across = spacing(out[scaled][:, 19:22, :].sum(axis=1))
+    down = spacing(out[scaled][:, :, 19:22].sum(axis=2))
+    for scale in (across, down):
+        assert 0.78 <= scale.min() < 0.85 and 1.15 < scale.max() <= 1.22
+        assert abs(np.median(scale) - 1.0) < 0.06
+    assert abs(np.corrcoef(across, down)[0, 1]) < 0.2  # each axis its own
+
+
 def test_random_erasing_covers_one_rectangle_of_2_to_33_percent_in_half_the_images():
     # A uniform grey image: the affine distortions (nearest fill) leave it as it is, so
     # every changed pixel comes from erasing.
