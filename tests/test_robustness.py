@@ -375,25 +375,23 @@ def test_exif_orientation_6_is_rotated_upright(tmp_path, extension):
     assert imageset.images.shape == (4, 4, 2, 1) and imageset.source_size == (4, 2)
 
 
-def test_mixed_sizes_error_names_a_file_of_each_size(tmp_path):
-    small = _save(tmp_path / "a" / "1.png", size=(12, 10))
-    _save(tmp_path / "a" / "2.png", size=(12, 10))
-    large = _save(tmp_path / "b" / "1.png", size=(30, 20))
-    _save(tmp_path / "b" / "2.png", size=(12, 10))
+@pytest.mark.parametrize("sizes, downsample, named", [
+    (((12, 10), (30, 20)), 1, "10x12, {} is 20x30"),
+    # the files' own sizes, not those after downsample (46x56 for a 92x112 face)
+    (((112, 92), (100, 80)), 2, "92x112, {} is 80x100"),
+])
+def test_mixed_sizes_error_names_a_file_of_each_size(tmp_path, sizes, downsample,
+                                                     named):
+    first, other = sizes
+    small = _save(tmp_path / "a" / "1.png", size=first)
+    _save(tmp_path / "a" / "2.png", size=first)
+    large = _save(tmp_path / "b" / "1.png", size=other)
+    _save(tmp_path / "b" / "2.png", size=first)
     with pytest.raises(ValueError) as error:
-        load_folder(str(tmp_path))
-    assert f"{small} is 10x12, {large} is 20x30, width x height" in str(error.value)
+        load_folder(str(tmp_path), downsample=downsample)
+    expected = f"{small} is " + named.format(large) + ", width x height"
+    assert expected in str(error.value)
     assert "--image_size=" in str(error.value)
-
-
-def test_mixed_sizes_error_gives_the_files_sizes_not_the_downsampled_ones(tmp_path):
-    face = _save(tmp_path / "a" / "1.png", size=(112, 92))
-    _save(tmp_path / "a" / "2.png", size=(112, 92))
-    other = _save(tmp_path / "b" / "1.png", size=(100, 80))
-    _save(tmp_path / "b" / "2.png", size=(112, 92))
-    with pytest.raises(ValueError) as error:
-        load_folder(str(tmp_path), downsample=2)
-    assert f"{face} is 92x112, {other} is 80x100, width x height" in str(error.value)
 
 
 def test_mixed_sizes_and_modes_become_one_array_at_image_size(tmp_path):
