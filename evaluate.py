@@ -217,6 +217,10 @@ def evaluate_run(run_dir, overrides, report_dir=None):
     else:
         imageset = prepare_data.load_dataset(config)
         splits = prepare_data.build_splits(imageset, config)
+        trained_on = runs.trained_classes(run_dir, saved)
+        if trained_on:
+            prepare_data.check_same_classes(imageset, splits, trained_on,
+                                            config["data_dir"])
         run_metrics = runs.read_json(os.path.join(run_dir, "metrics.json"), default={})
         if run_metrics.get("refit_epochs"):
             # The kept network learnt from the validation classes too; its threshold

@@ -385,6 +385,37 @@ def build_splits(imageset, config):
                       {"train": train_ids, "val": val_ids, "test": test_ids})
 
 
+def class_names_by_part(imageset, splits):
+    """{"train": [class names], "val": [...], "test": [...]} of a split."""
+    return {part: [imageset.class_names[c] for c in splits.class_split[part]]
+            for part in ("train", "val", "test")}
+
+
+def check_same_classes(imageset, splits, trained, data_dir):
+    """Raise ValueError unless `splits` has the classes of each part that a run was
+    trained with (`trained`, as class_names_by_part gave them then).
+
+    The split is drawn again from the folder as it is now: with class folders added
+    or removed since training it is another split, and would report classes the
+    network trained on as unseen.
+    """
+    now = class_names_by_part(imageset, splits)
+    if all(sorted(now[part]) == sorted(trained.get(part, [])) for part in now):
+        return
+    before = {name for names in trained.values() for name in names}
+    after = set(imageset.class_names)
+    changes = [f"{what}: {', '.join(sorted(names)[:5])}"
+               + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+               for what, names in (("added", after - before), ("gone", before - after))
+               if names]
+    raise ValueError(
+        f"the class folders in {data_dir!r} are not those the run was trained on "
+        f"({'; '.join(changes) or 'the same names, split otherwise'}), so its split "
+        f"would be drawn anew and could count training classes as unseen. Restore the "
+        f"folder as it was, or evaluate new classes as another folder "
+        f"(evaluate.py --data_dir=A_FOLDER_OF_THEM)")
+
+
 def merge_validation(splits):
     """`splits` with the validation classes and pairs moved into training (refit=True:
     the final fit learns from every labelled class but the test ones)."""

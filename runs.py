@@ -140,6 +140,20 @@ def read_config(run_dir):
     return config
 
 
+def trained_classes(run_dir, config):
+    """The class names of each part of the split a run was trained on: config.json's
+    "classes", or for runs older than that key, metrics.json's lists; None if neither
+    has them."""
+    if "classes" in config:
+        return config["classes"]
+    written = read_json(os.path.join(run_dir, "metrics.json"), default={})
+    if written.get("refit_epochs"):  # its lists are of the refit's merged split
+        return None
+    if all(f"{part}_classes" in written for part in ("train", "val", "test")):
+        return {part: written[f"{part}_classes"] for part in ("train", "val", "test")}
+    return None
+
+
 def load_models(run_dir):
     """(pair model, embedding model) from a run folder, loaded with safe mode on."""
     import siamese_network_funcs  # noqa: F401  (registers the custom layers)

@@ -207,6 +207,10 @@ def train(config):
     started = time.time()
     imageset = prepare_data.load_dataset(config)
     splits = prepare_data.build_splits(imageset, config)
+    if config["resume"]:
+        trained = runs.trained_classes(config["resume"], runs.read_config(config["resume"]))
+        if trained:
+            prepare_data.check_same_classes(imageset, splits, trained, config["data_dir"])
     input_shape = imageset.images.shape[1:]
     print(f"data: {len(imageset.images)} images of {input_shape[1]}x{input_shape[0]}x"
           f"{input_shape[2]} in {len(imageset.class_names)} classes; split={config['split']}"
@@ -247,7 +251,8 @@ def train(config):
     # the architecture's own rate changes.
     saved_config = dict(config, source_size=imageset.source_size, resume="",
                         conv_dropout=siamese_network_funcs.conv_dropout_rate(
-                            config["architecture"], config["conv_dropout"]))
+                            config["architecture"], config["conv_dropout"]),
+                        classes=prepare_data.class_names_by_part(imageset, splits))
     if saved_config["data_dir"]:
         saved_config["data_dir"] = os.path.abspath(saved_config["data_dir"])
     runs.write_json(os.path.join(run_dir, "config.json"), saved_config)

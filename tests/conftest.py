@@ -1,8 +1,11 @@
-"""Shared test set-up: the project root on sys.path, and where the real datasets live."""
+"""Shared test set-up: the project root on sys.path, where the real datasets live, and
+small class-folder trees to train on."""
 import os
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -43,3 +46,17 @@ def omniglot_dir(shared_data_dir):
         pytest.skip(f"Omniglot not found at {path}: put images_background there or set "
                     f"SIAMESE_DATA_DIR to a folder holding omniglot/images_background/")
     return path
+
+
+def write_class_folders(root, n_classes, per_class=5, size=(24, 24), seed=0):
+    """Class k: a bright block at its own place, with pixel noise (learnable, not trivial)."""
+    rng = np.random.default_rng(seed)
+    for k in range(n_classes):
+        folder = root / f"person{k + 1}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, size, dtype=np.uint8)
+            row, column = divmod(k, 4)
+            image[row * 6:row * 6 + 6, column * 6:column * 6 + 6] += 180
+            Image.fromarray(image).save(folder / f"{i + 1}.png")
+    return root

@@ -12,21 +12,7 @@ import evaluate
 import predict
 import train
 from configurator import get_config
-from conftest import REPO_ROOT
-
-
-def write_class_folders(root, n_classes, per_class=5, size=(24, 24), seed=0):
-    """Class k: a bright block at its own place, with pixel noise (learnable, not trivial)."""
-    rng = np.random.default_rng(seed)
-    for k in range(n_classes):
-        folder = root / f"person{k + 1}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            image = rng.integers(0, 60, size, dtype=np.uint8)
-            row, column = divmod(k, 4)
-            image[row * 6:row * 6 + 6, column * 6:column * 6 + 6] += 180
-            Image.fromarray(image).save(folder / f"{i + 1}.png")
-    return root
+from conftest import REPO_ROOT, write_class_folders
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +67,39 @@ def test_evaluate_on_the_training_folder_spelled_otherwise_keeps_the_run_split(
         report_dir=str(tmp_path))
     assert results["test_classes"] == trained["test_classes"]
     assert results["oneshot_accuracy"] == pytest.approx(trained["oneshot_accuracy"])
+
+
+def _run_on_a_copy_of_its_data(run_dir, tmp_path):
+    """A copy of the run folder whose config.json points at a copy of its data."""
+    import shutil
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(run_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    shutil.copytree(config["data_dir"], data)
+    (run / "config.json").write_text(json.dumps(dict(config, data_dir=str(data))))
+    return str(run), data
+
+
+@pytest.mark.parametrize("change, named", [("add", "added: person13"),
+                                           ("remove", "gone: person2")])
+def test_evaluate_refuses_a_training_folder_whose_classes_changed(run_dir, tmp_path,
+                                                                  capsys, change,
+                                                                  named):
+    # The split is drawn again from the folder: with a class more or less it would be
+    # another split, and training people could be reported as never seen.
+    import shutil
+
+    run, data = _run_on_a_copy_of_its_data(run_dir, tmp_path)
+    before = (tmp_path / "run" / "evaluation.json").read_text()
+    if change == "add":
+        shutil.copytree(data / "person1", data / "person13")
+    else:
+        shutil.rmtree(data / "person2")
+    assert evaluate.main([f"--run_dir={run}"]) == 2
+    error = capsys.readouterr().err
+    assert named in error and "could count training classes as unseen" in error
+    assert (tmp_path / "run" / "evaluation.json").read_text() == before  # kept
 
 
 def test_evaluate_on_another_folder_of_other_sizes_leaves_the_run_results(tmp_path):

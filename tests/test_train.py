@@ -21,7 +21,7 @@ import siamese_network_funcs
 import train
 from configurator import get_config
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_class_folders
 
 # Measured with this config (seed 1337): test pair accuracy 0.79 on the 3 unseen digit
 # classes at the fixed threshold margin/2; an untrained network scores 0.50 there.
@@ -444,6 +444,28 @@ def test_validation_batches_do_not_change_with_the_epochs(tmp_path):
         assert len(before) == len(after) > 0
         for a, b in zip(before, after):
             np.testing.assert_array_equal(a, b)
+
+
+def test_resume_refuses_a_folder_whose_classes_changed(tmp_path, monkeypatch, capsys):
+    # A class folder added after Ctrl-C would re-draw the split: a class trained on
+    # could become a test class. The resume stops and names the folder.
+    data = write_class_folders(tmp_path / "data", 10)
+
+    def interrupting(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", interrupting)
+    run_dir = train.train(get_config(
+        dataset="folder", data_dir=str(data), channels=1, image_size=(24, 24),
+        architecture="digits", epochs=3, total_sample_size=200, batch_size=32,
+        trials=20, out_dir=str(tmp_path / "runs")))
+    monkeypatch.undo()
+    (data / "person1").rename(data / "zz_renamed")
+    assert train.main([f"--resume={run_dir}"]) == 2
+    error = capsys.readouterr().err
+    assert "added: zz_renamed; gone: person1" in error
+    with open(os.path.join(run_dir, "history.csv")) as handle:
+        assert len(list(csv.DictReader(handle))) == 1  # nothing trained on the new split
 
 
 def test_resume_refuses_changing_the_data_settings(tmp_path, capsys):
