@@ -254,9 +254,23 @@ def load_mnist(downsample=1):
                         np.concatenate([y_train, y_test]), downsample)
 
 
+BUILT_IN = {"digits": "8x8", "olivetti": "64x64", "mnist": "28x28"}  # grey images
+
+
 def load_dataset(config):
     """The ImageSet a config asks for."""
     name = config["dataset"]
+    if name in BUILT_IN:
+        # These settings shape folders of images; a built-in set would ignore them
+        # (and predict.py would then expect images of the wrong shape).
+        ignored = [f"--{key}={config[key]}" for key, unset in (
+            ("data_dir", ""), ("image_size", None), ("channels", 1),
+            ("max_images_per_class", 0)) if config[key] != unset]
+        if ignored:
+            raise ValueError(
+                f"dataset={name!r} is built in ({BUILT_IN[name]} grey images), so "
+                f"{' '.join(ignored)} would be ignored: for a folder of your own use "
+                f"--dataset=folder --data_dir=PATH (--downsample works on {name})")
     if name == "digits":
         return load_digits(config["downsample"])
     if name == "olivetti":

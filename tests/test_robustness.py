@@ -670,3 +670,19 @@ def test_project_warnings_print_as_one_line():
             == "warning: skipping a/notes.txt: not an image file\n")
     other = warnings.formatwarning("old API", DeprecationWarning, "lib.py", 7)
     assert "DeprecationWarning" in other and "lib.py:7" in other
+
+
+@pytest.mark.parametrize("setting", [dict(data_dir="my_photos"), dict(image_size=(16, 16)),
+                                     dict(channels=3), dict(max_images_per_class=5)])
+def test_built_in_datasets_refuse_folder_settings_they_would_ignore(tmp_path, setting):
+    # Before, `python train.py --data_dir=my_photos` trained on the digits without a
+    # word, and --image_size or --channels were saved but not used, so predict.py
+    # later expected images of another shape.
+    config = get_config(dataset="digits", out_dir=str(tmp_path), **setting)
+    with pytest.raises(ValueError, match="dataset='digits' is built in .* would be "
+                                         "ignored: for a folder of your own use "
+                                         "--dataset=folder"):
+        prepare_data.load_dataset(config)
+    assert prepare_data.load_dataset(dict(config, data_dir="", image_size=None,
+                                          channels=1, max_images_per_class=0,
+                                          downsample=2)).images.shape[1:] == (4, 4, 1)
