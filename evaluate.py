@@ -221,14 +221,20 @@ def evaluate_run(run_dir, overrides, report_dir=None):
         if trained_on:
             prepare_data.check_same_classes(imageset, splits, trained_on,
                                             config["data_dir"])
-        run_metrics = runs.read_json(os.path.join(run_dir, "metrics.json"), default={})
-        if run_metrics.get("refit_epochs"):
+        if runs.read_json(os.path.join(run_dir, "metrics.json"),
+                          default={}).get("refit_epochs"):
             # The kept network learnt from the validation classes too; its threshold
             # was calibrated on them before that.
             splits = prepare_data.merge_validation(splits)
+    # The run's calibrated threshold, for a folder with no validation pairs and for a
+    # refit run (calibrated before the refit; metrics.json keeps it in case training
+    # stopped before its evaluation.json).
+    run_metrics = runs.read_json(os.path.join(run_dir, "metrics.json"), default={})
+    calibrated = trained.get("threshold", run_metrics.get("refit_threshold"))
+    if calibrated is None:
+        calibrated = siamese_network_funcs.fixed_threshold(config)
     return evaluate(run_dir, config, imageset, splits, metrics.embed(base, imageset.images),
-                    threshold=trained.get("threshold",
-                                          siamese_network_funcs.fixed_threshold(config)),
+                    threshold=calibrated,
                     report_dir=report_dir, head=siamese_network_funcs.l1_head(model))
 
 

@@ -53,9 +53,18 @@ class Matcher:
                 raise ValueError(f"{os.path.join(run_dir, 'evaluation.json')} holds "
                                  f"threshold={self.threshold!r}, not a number: restore "
                                  f"it, or rerun python evaluate.py --run_dir={run_dir}")
-        else:  # older runs have no "distance": they were all Euclidean
-            self.threshold = siamese_network_funcs.fixed_threshold(
-                {"distance": "euclidean", **self.config})
+        else:  # the training stopped before its evaluation, or the file was removed
+            # Older runs have no "distance" and "loss": they were all Euclidean, contrastive.
+            config = {"distance": "euclidean", "loss": "contrastive", **self.config}
+            rule = siamese_network_funcs.fixed_rule(config)
+            calibrate = (f"python evaluate.py --run_dir={run_dir} calibrates the "
+                         f"threshold on the validation pairs")
+            if not siamese_network_funcs.fixed_rule_applies(config):
+                raise ValueError(f"{run_dir} has no evaluation.json, so no calibrated "
+                                 f"threshold, and the fixed {rule}: {calibrate} first")
+            warnings.warn(f"{run_dir} has no evaluation.json: deciding by the seeds' "
+                          f"fixed {rule}; {calibrate}")
+            self.threshold = siamese_network_funcs.fixed_threshold(config)
         with open(os.path.join(run_dir, "embedding.keras"), "rb") as handle:
             self.model_id = hashlib.sha1(handle.read()).hexdigest()[:12]
 

@@ -460,18 +460,27 @@ def fixed_threshold(config):
     return 0.5 if config["distance"] == "l1_sigmoid" else config["margin"] / 2
 
 
+def fixed_rule_applies(config):
+    """Whether the run's loss trained toward fixed_threshold: Koch's head toward
+    p = 0.5, the contrastive loss toward margin/2 on the features compared; not
+    triplet, supcon or normsoftmax (unit vectors placed with no threshold in mind),
+    nor a loss applied above a projection head."""
+    if config["distance"] == "l1_sigmoid":
+        return True
+    return config["loss"] == "contrastive" and not config.get("projection_head")
+
+
 def fixed_rule(config):
-    """fixed_threshold in words, saying when the run's loss never trained toward it
-    (triplet, supcon and normsoftmax place unit vectors with no threshold in mind; a
-    projection head's loss sees other vectors than those compared)."""
+    """fixed_threshold in words, saying why when the run's loss never trained toward
+    it (fixed_rule_applies)."""
     if config["distance"] == "l1_sigmoid":
         return "rule p(same) > 0.5"
     rule = f"rule d < margin/2 = {fixed_threshold(config):g}"
+    if fixed_rule_applies(config):
+        return rule
     if config.get("projection_head"):
         return (f"{rule}, which the loss applied above the projection head, not to "
                 f"the features compared here")
-    if config["loss"] in ("contrastive", "bce"):
-        return rule
     return (f"{rule}, the contrastive loss's, which {config['loss']} loss does not "
             f"train toward")
 

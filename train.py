@@ -201,6 +201,36 @@ def save_run(run_dir, model, base, config):
     runs.atomic_write(path("model_architecture.json"), write_architecture)
 
 
+def report(run_dir, config, saved_config, imageset, splits, model, base, record,
+           calibrated=None):
+    """metrics.json (pair accuracy at the seeds' fixed rule on every part, with
+    `record` of the training), then the evaluation (evaluate.evaluate)."""
+    threshold = siamese_network_funcs.fixed_threshold(config)  # the seeds' rule
+    embeddings = metrics.embed(base, imageset.images)
+    if not np.all(np.isfinite(embeddings)):
+        raise RuntimeError(
+            f"training diverged: the network kept in {run_dir} outputs NaN or infinite "
+            f"values, so it cannot be evaluated or used. Lower --learning_rate (now "
+            f"{config['learning_rate']:g}) and train again")
+    head = siamese_network_funcs.l1_head(model)
+    results = {"split": config["split"], "threshold": threshold, **record}
+    for name in ("train", "val", "test"):
+        pairs, labels = getattr(splits, name)
+        results[f"n_{name}_pairs"] = int(len(labels))
+        results[f"{name}_classes"] = [imageset.class_names[c]
+                                      for c in splits.class_split[name]]
+        if len(labels):  # none for validation after a refit
+            distances = metrics.pair_distances(embeddings, pairs, head)
+            results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
+                                                                     threshold)
+    runs.write_json(os.path.join(run_dir, "metrics.json"), results)
+    print(f"test pair accuracy at the seeds' fixed "
+          f"{siamese_network_funcs.fixed_rule(config)}: "
+          f"{results['test_pair_accuracy']:.4f} ({results['n_test_pairs']} pairs)")
+    evaluate.evaluate(run_dir, saved_config, imageset, splits, embeddings,
+                      threshold=calibrated, head=head)
+
+
 def train(config):
     """Fit the model a config describes; returns the run folder."""
     keras.utils.set_random_seed(config["seed"])
@@ -341,33 +371,18 @@ def train(config):
             (model, base), splits, refit_epochs = refitted, merged, epochs
             save_run(run_dir, model, base, config)
 
-    threshold = siamese_network_funcs.fixed_threshold(config)  # the seeds' rule
-    embeddings = metrics.embed(base, imageset.images)
-    if not np.all(np.isfinite(embeddings)):
-        raise RuntimeError(
-            f"training diverged: the network kept in {run_dir} outputs NaN or infinite "
-            f"values, so it cannot be evaluated or used. Lower --learning_rate (now "
-            f"{config['learning_rate']:g}) and train again")
-    head = siamese_network_funcs.l1_head(model)
-    results = {"split": config["split"], "threshold": threshold,
-               "epochs_run": len(progress.history.get("loss", [])),
-               "interrupted": interrupted, "refit_epochs": refit_epochs,
-               "train_seconds": round(time.time() - started, 1)}
-    for name in ("train", "val", "test"):
-        pairs, labels = getattr(splits, name)
-        results[f"n_{name}_pairs"] = int(len(labels))
-        results[f"{name}_classes"] = [imageset.class_names[c]
-                                      for c in splits.class_split[name]]
-        if len(labels):  # none for validation after a refit
-            distances = metrics.pair_distances(embeddings, pairs, head)
-            results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
-                                                                     threshold)
-    runs.write_json(os.path.join(run_dir, "metrics.json"), results)
-    print(f"test pair accuracy at the seeds' fixed "
-          f"{siamese_network_funcs.fixed_rule(config)}: "
-          f"{results['test_pair_accuracy']:.4f} ({results['n_test_pairs']} pairs)")
-    evaluate.evaluate(run_dir, saved_config, imageset, splits, embeddings,
-                      threshold=calibrated, head=head)
+    record = {"epochs_run": len(progress.history.get("loss", [])),
+              "interrupted": interrupted, "refit_epochs": refit_epochs,
+              "refit_threshold": calibrated,  # for evaluate.py, should this stop
+              "train_seconds": round(time.time() - started, 1)}
+    try:
+        report(run_dir, config, saved_config, imageset, splits, model, base, record,
+               calibrated)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted during the evaluation: the trained network is saved in "
+              f"{run_dir}; python evaluate.py --run_dir={run_dir} evaluates it and "
+              f"calibrates the threshold that predict.py uses")
+        return run_dir
     print(f"run folder: {run_dir}")
     return run_dir
 

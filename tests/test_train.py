@@ -468,6 +468,35 @@ def test_resume_refuses_a_folder_whose_classes_changed(tmp_path, monkeypatch, ca
         assert len(list(csv.DictReader(handle))) == 1  # nothing trained on the new split
 
 
+@pytest.mark.parametrize("recipe, calibration_needed", [
+    ({}, False),  # contrastive: the seeds' fixed rule is a fallback, with a warning
+    (dict(pairing="batch", loss="triplet", monitor="val_oneshot"), True),
+])
+def test_ctrl_c_during_the_evaluation_keeps_the_network_and_says_how_to_finish(
+        tmp_path, monkeypatch, capsys, recipe, calibration_needed):
+    import predict
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate", interrupted)
+    run_dir = train.train(get_config(out_dir=str(tmp_path),
+                                     **dict(SETTINGS, epochs=1), **recipe))
+    monkeypatch.undo()
+    assert f"python evaluate.py --run_dir={run_dir}" in capsys.readouterr().out
+    assert os.path.isfile(os.path.join(run_dir, "model.keras"))
+    assert not os.path.exists(os.path.join(run_dir, "evaluation.json"))
+    if calibration_needed:  # d < 0.5 means nothing for unit-length triplet embeddings
+        with pytest.raises(ValueError, match="no calibrated threshold.*evaluate.py"):
+            predict.Matcher(run_dir)
+    else:
+        with pytest.warns(UserWarning, match="no evaluation.json: deciding by the "
+                                             "seeds' fixed rule d < margin/2"):
+            assert predict.Matcher(run_dir).threshold == 0.5
+    results = evaluate.evaluate_run(run_dir, {})
+    assert predict.Matcher(run_dir).threshold == results["threshold"]
+
+
 def test_resume_refuses_changing_the_data_settings(tmp_path, capsys):
     assert train.main([f"--resume={tmp_path}", "--split=pairs"]) == 2
     assert "--split" in capsys.readouterr().err
