@@ -9,6 +9,7 @@ Writes evaluation.json and roc.png, distance_hist.png, oneshot_curve.png,
 oneshot_examples.png and embeddings.png into the run folder, or with --data_dir=OTHER
 into RUN/evaluation-<OTHER's name>/, so the run's own results stay (or --report_dir).
 """
+import itertools
 import os
 import sys
 
@@ -195,6 +196,34 @@ def same_folder(a, b):
     return a == b or bool(a and b) and os.path.realpath(a) == os.path.realpath(b)
 
 
+def other_report_dir(run_dir, data_dir):
+    """RUN/evaluation-<data_dir's name> for the report on another folder, or -2, -3,
+    ... where that name holds the report of another folder of the same name (x/images
+    and y/images), so one folder's report never replaces another's."""
+    stem = os.path.join(run_dir, "evaluation-" + os.path.basename(os.path.normpath(
+        data_dir)))
+    for n in itertools.count(1):
+        path = stem if n == 1 else f"{stem}-{n}"
+        earlier = runs.read_json(os.path.join(path, "evaluation.json"), default={})
+        if not os.path.exists(path) or same_folder(earlier.get("data_dir", ""), data_dir):
+            return path
+
+
+def trained_classes_within(imageset, train_dir, trained):
+    """The classes a run trained or validated on (`trained`: runs.trained_classes)
+    whose images `imageset`, from another folder, holds: as a sub-folder of the
+    training folder `train_dir`, or through links into it."""
+    root = os.path.realpath(train_dir)
+    seen = set(trained["train"]) | set(trained["val"])
+    found = set()
+    for path in imageset.paths:
+        inside = os.path.relpath(os.path.dirname(os.path.realpath(path)), root)
+        name = inside.replace(os.sep, "/")
+        if not inside.startswith(os.pardir) and name in seen:
+            found.add(name)
+    return sorted(found)
+
+
 def evaluate_run(run_dir, overrides, report_dir=None):
     """Reload a run folder and evaluate it, optionally on another data_dir."""
     saved = runs.read_config(run_dir)
@@ -204,14 +233,25 @@ def evaluate_run(run_dir, overrides, report_dir=None):
     if not same_folder(config["data_dir"], saved["data_dir"]):
         # Another folder: every class is unseen; verification pairs among all of them,
         # its images brought to the size the network was trained on.
-        report_dir = report_dir or os.path.join(
-            run_dir, "evaluation-" + os.path.basename(os.path.normpath(config["data_dir"])))
+        config["data_dir"] = os.path.abspath(config["data_dir"])
+        report_dir = report_dir or other_report_dir(run_dir, config["data_dir"])
         size = config["image_size"] or tuple(saved["source_size"])
         imageset = prepare_data.load_folder(config["data_dir"], size,
                                             config["downsample"], config["channels"],
                                             config["max_images_per_class"],
                                             min_images_per_class=2,
                                             strict=config["strict"])
+        trained_on = runs.trained_classes(run_dir, saved)
+        if saved["data_dir"] and trained_on:
+            seen = trained_classes_within(imageset, saved["data_dir"], trained_on)
+            if seen:
+                raise ValueError(
+                    f"{len(seen)} class(es) of {config['data_dir']!r} are classes the "
+                    f"run trained or chose its epoch on ({', '.join(seen[:5])}"
+                    f"{' ...' if len(seen) > 5 else ''}), reached inside its training "
+                    f"folder {saved['data_dir']!r}: they are not unseen. Evaluate the "
+                    f"run's own test classes (no --data_dir), or a folder of classes "
+                    f"it never saw")
         splits = prepare_data.unseen_splits(imageset, config)
         config["split"] = "classes"
     else:

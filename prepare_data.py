@@ -444,6 +444,10 @@ def merge_validation(splits):
 def unseen_splits(imageset, config):
     """Every class of `imageset` as unseen test classes (evaluating on another folder):
     balanced test pairs among them, no training or validation pairs."""
+    if len(imageset.class_names) < 2:
+        raise ValueError(f"{config['data_dir']!r} holds {len(imageset.class_names)} "
+                         f"class folder with 2 or more images: evaluating on it needs "
+                         f"at least 2 such classes (impostor pairs, one-shot tasks)")
     rng = np.random.default_rng(config["seed"])
     everyone = np.arange(len(imageset.class_names))
     n = max(1, int(round(config["total_sample_size"] * config["test_fraction"])))

@@ -102,6 +102,45 @@ def test_evaluate_refuses_a_training_folder_whose_classes_changed(run_dir, tmp_p
     assert (tmp_path / "run" / "evaluation.json").read_text() == before  # kept
 
 
+def test_evaluate_on_another_folder_refuses_classes_the_run_trained_on(run_dir,
+                                                                      tmp_path, capsys):
+    # Links into the training folder (or a sub-folder of it) are not unseen classes;
+    # links to its test classes are.
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    parts = config["classes"]
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for name in parts["test"] + parts["train"][:2]:
+        os.symlink(os.path.join(config["data_dir"], name), linked / name)
+    assert evaluate.main([f"--run_dir={run_dir}", f"--data_dir={linked}"]) == 2
+    error = capsys.readouterr().err
+    assert f"2 class(es) of {str(linked)!r}" in error and parts["train"][0] in error
+    for name in parts["train"][:2]:
+        os.remove(linked / name)
+    results = evaluate.evaluate_run(run_dir, {"data_dir": str(linked)},
+                                    report_dir=str(tmp_path / "report"))
+    assert sorted(results["test_classes"]) == sorted(parts["test"])
+
+
+def test_evaluate_reports_on_two_folders_of_one_name_side_by_side(run_dir, tmp_path,
+                                                                  capsys):
+    import shutil
+
+    run, _ = _run_on_a_copy_of_its_data(run_dir, tmp_path)
+    first = write_class_folders(tmp_path / "x1" / "images", 4, seed=5)
+    second = write_class_folders(tmp_path / "x2" / "images", 5, seed=6)
+    for folder, report in ((first, "evaluation-images"), (second, "evaluation-images-2"),
+                           (first, "evaluation-images")):  # again: its own report
+        results = evaluate.evaluate_run(run, {"data_dir": str(folder), "ways": 4})
+        saved = json.load(open(os.path.join(run, report, "evaluation.json")))
+        assert saved["data_dir"] == str(folder) == results["data_dir"]
+    assert not os.path.exists(os.path.join(run, "evaluation-images-3"))
+    one_class = tmp_path / "one"
+    shutil.copytree(first / "person1", one_class / "person1")
+    assert evaluate.main([f"--run_dir={run}", f"--data_dir={one_class}"]) == 2
+    assert "needs at least 2 such classes" in capsys.readouterr().err
+
+
 def test_evaluate_on_another_folder_of_other_sizes_leaves_the_run_results(tmp_path):
     # A run trained on the files' own size (image_size=None): another folder's images
     # are resized to it, and the report goes beside the run's own, not over it.
