@@ -40,6 +40,9 @@ def identify_all(matcher, gallery, people):
 
 def demo_cannot_use(config, metrics_json):
     """Why this run cannot show enrolment of people it never saw, or None."""
+    if not metrics_json:
+        return ("has no metrics.json: its training did not finish (python train.py "
+                "--resume=RUN continues it)")
     if not config["data_dir"]:
         return (f"was trained on the built-in {config['dataset']!r} data: the demo "
                 f"enrols people from a folder of class folders (e.g. --dataset="
@@ -56,24 +59,55 @@ def demo_cannot_use(config, metrics_json):
     return None
 
 
+def empty_gallery(path):
+    """`path` as a new or empty folder to enrol into (a temporary one if None): the
+    figures count only the people the demo enrols, and nothing of the user's is mixed
+    in or written over."""
+    if path is None:
+        return tempfile.mkdtemp(prefix="gallery-")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"gallery {path!r} is a file: pass a new or empty folder")
+    if os.path.isdir(path) and os.listdir(path):
+        raise ValueError(f"gallery {path!r} is not empty: the demo enrols into a new or "
+                         f"empty folder, so that its figures count only the people it "
+                         f"enrols; pass another folder, or leave --gallery out for a "
+                         f"temporary one")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", required=True)
     parser.add_argument("--gallery", default=None,
-                        help="folder to build the gallery in (default: a temporary one)")
+                        help="a new or empty folder to build the gallery in (default: a "
+                             "temporary one)")
     args = parser.parse_args(argv)
-    config = runs.read_config(args.run_dir)
-    metrics_json = runs.read_json(os.path.join(args.run_dir, "metrics.json"))
+    try:
+        return demo(args.run_dir, args.gallery)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def demo(run_dir, gallery):
+    config = runs.read_config(run_dir)
+    metrics_json = runs.read_json(os.path.join(run_dir, "metrics.json"), default={})
     unusable = demo_cannot_use(config, metrics_json)
     if unusable:
-        print(f"error: {args.run_dir} {unusable}", file=sys.stderr)
-        return 2
+        raise ValueError(f"{run_dir} {unusable}")
     folders = dict(prepare_data.scan_class_folders(config["data_dir"]))
-    test_people = [(name, folders[name]) for name in metrics_json["test_classes"]]
     newcomer = metrics_json["val_classes"][0]
+    missing = [name for name in metrics_json["test_classes"] + [newcomer]
+               if name not in folders]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: the run's people are no longer class "
+                         f"folders of {config['data_dir']!r}; restore them as they were "
+                         f"for training")
+    test_people = [(name, folders[name]) for name in metrics_json["test_classes"]]
 
-    gallery = args.gallery or tempfile.mkdtemp(prefix="gallery-")
-    matcher = Matcher(args.run_dir)
+    gallery = empty_gallery(gallery)
+    matcher = Matcher(run_dir)
     for name, files in test_people:
         enrol(gallery, name, files[0])
     nearest, accepted, total = identify_all(matcher, gallery, test_people)

@@ -285,6 +285,8 @@ def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_pat
      {"val_classes": [], "refit_epochs": 3}, "refit=True"),
     ({"data_dir": "faces", "dataset": "folder", "split": "classes"},
      {"val_classes": []}, "no validation people"),
+    ({"data_dir": "faces", "dataset": "folder", "split": "classes"}, {},
+     "training did not finish"),
 ])
 def test_identify_demo_says_why_a_run_cannot_show_enrolment(config, metrics_json,
                                                             reason):
@@ -292,3 +294,26 @@ def test_identify_demo_says_why_a_run_cannot_show_enrolment(config, metrics_json
     assert reason in demo.demo_cannot_use(config, metrics_json)
     assert demo.demo_cannot_use(dict(config, data_dir="faces", split="classes"),
                                 {"val_classes": ["s1"]}) is None
+
+
+def test_identify_demo_refuses_what_it_cannot_use_without_a_traceback(run_dir, tmp_path,
+                                                                    capsys):
+    demo = load_identify_demo()
+    used = tmp_path / "used"
+    (used / "someone").mkdir(parents=True)  # the user's own gallery: not mixed in
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for argv, message in (
+            ([f"--run_dir={tmp_path / 'none'}"], "does not exist"),
+            ([f"--run_dir={run_dir}", f"--gallery={used}"], "is not empty"),
+            ([f"--run_dir={run_dir}", f"--gallery={a_file}"], "is a file")):
+        assert demo.main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert os.listdir(used) == ["someone"]
+
+    run, data = _run_on_a_copy_of_its_data(run_dir, tmp_path / "copy")
+    person = json.load(open(os.path.join(run, "metrics.json")))["test_classes"][0]
+    (data / person).rename(data / "renamed")
+    assert demo.main([f"--run_dir={run}"]) == 2
+    assert f"{person}: the run's people are no longer class folders" in \
+        capsys.readouterr().err
