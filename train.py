@@ -267,7 +267,13 @@ def train(config):
         if len(history.get("loss", [])) > done:
             history = {key: values[:done] for key, values in history.items()}
             runs.write_history(history_csv, history)
-        print(f"resuming {config['resume']} after epoch {done}")
+        if config["epochs"] < done:
+            raise ValueError(f"{config['resume']} has already trained {done} epochs, so "
+                             f"--epochs={config['epochs']} leaves nothing to continue: "
+                             f"give --epochs={done + 1} or more")
+        print(f"resuming {config['resume']} after epoch {done}"
+              + (" (all its epochs: finishing the run)" if done == config["epochs"]
+                 else ""))
 
     strategy = make_strategy(config["distribute"])
     with strategy.scope():  # variables are mirrored on every device of the strategy

@@ -134,6 +134,8 @@ def test_cosine_schedule_reaches_zero_at_the_last_epoch_across_a_resume(tmp_path
     monkeypatch.setattr(train.SaveProgress, "on_epoch_end", interrupting)
     run_dir = train.train(config)
     monkeypatch.setattr(train.SaveProgress, "on_epoch_end", original)
+    assert train.main([f"--resume={run_dir}", "--epochs=0"]) == 2
+    assert "has already trained 1 epochs" in capsys.readouterr().err
     assert train.main([f"--resume={run_dir}"]) == 0
     with open(os.path.join(run_dir, "history.csv")) as handle:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
@@ -363,10 +365,10 @@ def test_each_recipe_beats_chance_and_saves_a_pair_model(tmp_path, capsys, recip
 
 
 def test_ctrl_c_keeps_a_usable_run_that_resume_continues(tmp_path, monkeypatch, capsys):
-    # Ctrl-C at the end of the 2nd of 4 epochs: the run folder is usable (model, plots,
-    # history of 2 epochs, evaluation); --resume continues with epochs 3 and 4 on the
-    # same split, in the same folder.
-    interrupt_at = 1
+    # Ctrl-C at the end of the 3rd of 4 epochs: the run folder is usable (model, plots,
+    # history of 3 epochs, evaluation); --resume continues on the same split, in the
+    # same folder.
+    interrupt_at = 2
     original = train.SaveProgress.on_epoch_end
 
     def interrupting(self, epoch, logs=None):
@@ -378,16 +380,19 @@ def test_ctrl_c_keeps_a_usable_run_that_resume_continues(tmp_path, monkeypatch, 
     run_dir = train.train(_config(tmp_path))
     assert _read_metrics(run_dir)["interrupted"] is True
     with open(os.path.join(run_dir, "history.csv")) as handle:
-        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]
     for name in ("model.keras", "checkpoint.weights.h5", "accuracy.png",
                  "evaluation.json"):
         assert os.path.isfile(os.path.join(run_dir, name)), name
-    # Ctrl-C came after the 2nd epoch's history row but before its backup, so the
-    # backup holds 1 epoch: the resumed run trains the 2nd again and drops its row.
-    assert runs.backup_epoch(os.path.join(run_dir, "backup")) == 1
+    # Ctrl-C came after the 3rd epoch's history row but before its backup, so the
+    # backup holds 2 epochs: the resumed run trains the 3rd again and drops its row.
+    assert runs.backup_epoch(os.path.join(run_dir, "backup")) == 2
     assert f"--resume={run_dir}" in capsys.readouterr().out
 
     monkeypatch.setattr(train.SaveProgress, "on_epoch_end", original)
+    assert train.main([f"--resume={run_dir}", "--epochs=1"]) == 2
+    assert "has already trained 2 epochs, so --epochs=1 leaves nothing to continue" in \
+        capsys.readouterr().err
     assert train.main([f"--resume={run_dir}"]) == 0
     with open(os.path.join(run_dir, "history.csv")) as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2", "3"]
