@@ -83,8 +83,10 @@ class Matcher:
                              f"it") from error
 
     def embed_files(self, paths):
-        images = np.stack([self.load(p) for p in paths]).astype(np.float32)
-        return np.asarray(self.base(images, training=False))
+        return self._embed([self.load(p) for p in paths])
+
+    def _embed(self, images):
+        return np.asarray(self.base(np.stack(images).astype(np.float32), training=False))
 
     def verify(self, path_a, path_b):
         """Distance between two images (1 - p(same) for Koch's head) and the decision
@@ -108,9 +110,20 @@ class Matcher:
         cache = os.path.join(gallery_dir, f".siamese-cache-{self.model_id}.npz")
         known = _read_cache(cache)
         missing = [(p, s) for p, s in zip(paths, stamps) if s not in known]
-        if missing:
-            vectors = self.embed_files([p for p, _ in missing])
-            known.update((s, vector) for (_, s), vector in zip(missing, vectors))
+        images, unreadable = {}, set()
+        for path, stamp in missing:  # a broken file is skipped, as in training
+            try:
+                images[stamp] = self.load(path)
+            except ValueError as error:
+                warnings.warn(f"{error}; it is left out of the gallery until then")
+                unreadable.add(stamp)
+        if images:
+            known.update(zip(images, self._embed(list(images.values()))))
+        kept = [i for i, stamp in enumerate(stamps) if stamp not in unreadable]
+        if not kept:
+            raise ValueError(f"gallery {gallery_dir!r} holds no readable image")
+        paths, owners, stamps = ([items[i] for i in kept]
+                                 for items in (paths, owners, stamps))
         embeddings = np.stack([known[s] for s in stamps])
         if missing or len(known) != len(stamps):
             try:

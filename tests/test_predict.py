@@ -187,8 +187,8 @@ def test_identify_finds_enrolled_people_and_new_folders_without_retraining(run_d
     gallery = write_class_folders(tmp_path / "gallery", 4, per_class=2, seed=3)
     matcher = predict.Matcher(run_dir)
     embedded = []
-    original = matcher.embed_files
-    matcher.embed_files = lambda paths: embedded.append(len(paths)) or original(paths)
+    original = matcher._embed
+    matcher._embed = lambda images: embedded.append(len(images)) or original(images)
 
     query = str(gallery / "person3" / "1.png")
     [result] = matcher.identify([query], str(gallery), top_k=2)
@@ -228,6 +228,21 @@ def test_identify_finds_enrolled_people_and_new_folders_without_retraining(run_d
     matcher.threshold = 0.0  # nobody is close enough
     [result] = matcher.identify([query], str(gallery))
     assert result["match"] == "unknown"
+
+
+def test_identify_skips_an_unreadable_gallery_image_and_answers(run_dir, tmp_path):
+    gallery = write_class_folders(tmp_path / "gallery", 3, per_class=2, seed=3)
+    (gallery / "person2" / "broken.png").write_bytes(b"not a png")
+    matcher = predict.Matcher(run_dir)
+    query = str(gallery / "person3" / "1.png")
+    with pytest.warns(UserWarning, match="broken.png.*left out of the gallery"):
+        [result] = matcher.identify([query], str(gallery), top_k=3)
+    assert result["match"] == "person3" and len(result["top"]) == 3
+    for path in gallery.glob("*/*.png"):
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match="holds no readable image"), \
+            pytest.warns(UserWarning, match="left out of the gallery"):
+        matcher.identify([query], str(gallery))
 
 
 def test_predict_cli(run_dir, capsys):
