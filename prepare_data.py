@@ -92,7 +92,11 @@ def scan_class_folders(data_dir, strict=False):
                     or name.lower() in SYSTEM_FILES):
                 _skip(f"{os.path.join(root, name)}: not an image file (the extensions "
                       f"read are {' '.join(IMAGE_EXTENSIONS)})", strict)
-        if images and not at_top:
+        if images and at_top:
+            warnings.warn(f"skipping {len(images)} image(s) directly in {data_dir} "
+                          f"(e.g. {images[0]}): they belong to no class; a class is a "
+                          f"folder of images, so move them into one")
+        elif images:
             name = os.path.relpath(root, data_dir).replace(os.sep, "/")
             classes.append((name, [os.path.join(root, f) for f in images]))
     if not classes:
@@ -292,8 +296,9 @@ def split_classes(n_classes, test_fraction, val_fraction, rng):
     if n_classes - n_test - n_val < 2:
         raise ValueError(
             f"{n_classes} classes are too few for test_fraction={test_fraction} and "
-            f"val_fraction={val_fraction}: each part needs at least 2 classes. Use "
-            f"--split=pairs or a dataset with at least 6 classes")
+            f"val_fraction={val_fraction}: each part needs at least 2 classes. Lower "
+            f"--test_fraction and --val_fraction, use --split=pairs, or a dataset with "
+            f"at least 6 classes")
     order = rng.permutation(n_classes)
     return (np.sort(order[n_test + n_val:]), np.sort(order[n_test:n_test + n_val]),
             np.sort(order[:n_test]))

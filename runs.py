@@ -125,6 +125,9 @@ def read_json(path, default=None):
 def read_config(run_dir):
     """The config a run was trained with (config.json), checked to be there."""
     path = os.path.join(run_dir, "config.json")
+    if os.path.isfile(run_dir):
+        raise NotADirectoryError(f"{run_dir!r} is a file, not a run folder: pass the "
+                                 f"folder that train.py printed at the end")
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"run folder {run_dir!r} does not exist: pass the folder "
                                 f"that train.py printed at the end")

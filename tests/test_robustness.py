@@ -121,8 +121,8 @@ def test_too_few_classes_left_for_the_split_is_an_error_naming_the_settings(tmp_
         build_splits(imageset, _folder_config(root))
     assert str(error.value) == (
         "4 classes are too few for test_fraction=0.2 and val_fraction=0.2: each part "
-        "needs at least 2 classes. Use --split=pairs or a dataset with at least 6 "
-        "classes")
+        "needs at least 2 classes. Lower --test_fraction and --val_fraction, use "
+        "--split=pairs, or a dataset with at least 6 classes")
 
     root = _tree(tmp_path / "data2", [3, 1])
     with pytest.warns(UserWarning):
@@ -489,6 +489,11 @@ def test_missing_run_folder_is_a_clear_cli_error(tmp_path, capsys, images):
     assert _cli_error(capsys, ["verify", missing, images[0], images[0]]) == (
         f"run folder {missing!r} does not exist: pass the folder that train.py printed "
         f"at the end")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert _cli_error(capsys, ["verify", str(a_file), images[0], images[0]]) == (
+        f"{str(a_file)!r} is a file, not a run folder: pass the folder that train.py "
+        f"printed at the end")
 
 
 def test_config_from_an_older_version_without_distance_still_works(run_dir, tmp_path,
@@ -498,7 +503,8 @@ def test_config_from_an_older_version_without_distance_still_works(run_dir, tmp_
     del config["distance"]  # written only since Koch's head was added
     old = _copy_run(run_dir, tmp_path, **{"config.json": json.dumps(config).encode(),
                                           "evaluation.json": None})
-    matcher = predict.Matcher(old)
+    with pytest.warns(UserWarning, match="no evaluation.json: deciding by the seeds'"):
+        matcher = predict.Matcher(old)
     assert matcher.threshold == config["margin"] / 2
     assert matcher.verify(images[0], images[0])["same"]
 
@@ -513,7 +519,13 @@ def test_unusable_gallery_is_a_clear_cli_error_naming_it(run_dir, tmp_path, caps
         gallery.write_text("")
     elif kind == "no class folders":
         _save(gallery / "alice.png")
-    message = _cli_error(capsys, ["identify", run_dir, images[0], f"--gallery={gallery}"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        message = _cli_error(capsys, ["identify", run_dir, images[0],
+                                      f"--gallery={gallery}"])
+    # a photo at the gallery's top is named, not silently dropped
+    assert ["alice.png" in str(w.message) for w in caught] == \
+        [True] * (kind == "no class folders")
     if kind in ("missing", "a file"):
         assert message == (f"gallery {str(gallery)!r} is not a folder: pass "
                            f"--gallery=DIR, a folder with one sub-folder of images per "
@@ -686,3 +698,14 @@ def test_built_in_datasets_refuse_folder_settings_they_would_ignore(tmp_path, se
     assert prepare_data.load_dataset(dict(config, data_dir="", image_size=None,
                                           channels=1, max_images_per_class=0,
                                           downsample=2)).images.shape[1:] == (4, 4, 1)
+
+
+def test_images_directly_in_data_dir_are_named_not_silently_dropped(tmp_path):
+    root = _tree(tmp_path / "data", [2, 2])
+    _save(tmp_path / "data" / "stray.png")
+    (tmp_path / "data" / "README.txt").write_text("notes beside the classes: fine")
+    imageset, texts = _load_warnings(root)
+    assert imageset.class_names == ["c1", "c2"]
+    assert texts == [f"skipping 1 image(s) directly in {root} (e.g. stray.png): they "
+                     f"belong to no class; a class is a folder of images, so move them "
+                     f"into one"]
