@@ -479,10 +479,8 @@ def fixed_rule(config):
     if fixed_rule_applies(config):
         return rule
     if config.get("projection_head"):
-        return (f"{rule}, which the loss applied above the projection head, not to "
-                f"the features compared here")
-    return (f"{rule}, the contrastive loss's, which {config['loss']} loss does not "
-            f"train toward")
+        return f"{rule} (the loss saw the projection head's output, not these features)"
+    return f"{rule} (contrastive; {config['loss']} loss does not train toward it)"
 
 
 def make_optimizer(name, learning_rate, weight_decay=0.0):

@@ -573,7 +573,7 @@ def test_fixed_rule_says_when_the_loss_never_trained_toward_it(loss):
     rule = snf.fixed_rule(dict(distance="euclidean", loss=loss,
                                                  margin=1.0))
     assert rule.startswith("rule d < margin/2 = 0.5")
-    assert f"which {loss} loss does not train toward" in rule
+    assert f"{loss} loss does not train toward it" in rule
 
 
 def test_fixed_rule_says_when_a_projection_head_stood_between():
