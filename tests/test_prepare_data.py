@@ -182,7 +182,8 @@ def test_images_but_no_class_folders_raises_naming_the_folder(tmp_path):
     for i in range(3):
         _save_grey(str(flat / f"{i}.png"), 100)
     (flat / "notes").mkdir()  # a sub-folder without images is no class either
-    with pytest.raises(ValueError, match="flat_dir"):
+    with pytest.raises(ValueError, match="flat_dir"), \
+            pytest.warns(UserWarning, match="skipping 3 image.* directly in"):
         load_folder(str(flat))
 
 

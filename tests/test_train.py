@@ -134,8 +134,6 @@ def test_cosine_schedule_reaches_zero_at_the_last_epoch_across_a_resume(tmp_path
     monkeypatch.setattr(train.SaveProgress, "on_epoch_end", interrupting)
     run_dir = train.train(config)
     monkeypatch.setattr(train.SaveProgress, "on_epoch_end", original)
-    assert train.main([f"--resume={run_dir}", "--epochs=0"]) == 2
-    assert "has already trained 1 epochs" in capsys.readouterr().err
     assert train.main([f"--resume={run_dir}"]) == 0
     with open(os.path.join(run_dir, "history.csv")) as handle:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
