@@ -230,6 +230,8 @@ def evaluate_run(run_dir, overrides, report_dir=None):
     config = resolve(saved, overrides)
     model, base = runs.load_models(run_dir)
     trained = runs.read_json(os.path.join(run_dir, "evaluation.json"), default={})
+    run_metrics = runs.read_json(os.path.join(run_dir, "metrics.json"), default={})
+    trained_on = runs.trained_classes(run_dir, saved)
     if not same_folder(config["data_dir"], saved["data_dir"]):
         # Another folder: every class is unseen; verification pairs among all of them,
         # its images brought to the size the network was trained on.
@@ -241,7 +243,6 @@ def evaluate_run(run_dir, overrides, report_dir=None):
                                             config["max_images_per_class"],
                                             min_images_per_class=2,
                                             strict=config["strict"])
-        trained_on = runs.trained_classes(run_dir, saved)
         if saved["data_dir"] and trained_on:
             seen = trained_classes_within(imageset, saved["data_dir"], trained_on)
             if seen:
@@ -257,19 +258,16 @@ def evaluate_run(run_dir, overrides, report_dir=None):
     else:
         imageset = prepare_data.load_dataset(config)
         splits = prepare_data.build_splits(imageset, config)
-        trained_on = runs.trained_classes(run_dir, saved)
         if trained_on:
             prepare_data.check_same_classes(imageset, splits, trained_on,
                                             config["data_dir"])
-        if runs.read_json(os.path.join(run_dir, "metrics.json"),
-                          default={}).get("refit_epochs"):
+        if run_metrics.get("refit_epochs"):
             # The kept network learnt from the validation classes too; its threshold
             # was calibrated on them before that.
             splits = prepare_data.merge_validation(splits)
     # The run's calibrated threshold, for a folder with no validation pairs and for a
     # refit run (calibrated before the refit; metrics.json keeps it in case training
     # stopped before its evaluation.json).
-    run_metrics = runs.read_json(os.path.join(run_dir, "metrics.json"), default={})
     calibrated = trained.get("threshold", run_metrics.get("refit_threshold"))
     if calibrated is None:
         calibrated = siamese_network_funcs.fixed_threshold(config)

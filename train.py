@@ -214,11 +214,11 @@ def report(run_dir, config, saved_config, imageset, splits, model, base, record,
             f"{config['learning_rate']:g}) and train again")
     head = siamese_network_funcs.l1_head(model)
     results = {"split": config["split"], "threshold": threshold, **record}
+    classes = prepare_data.class_names_by_part(imageset, splits)
     for name in ("train", "val", "test"):
         pairs, labels = getattr(splits, name)
         results[f"n_{name}_pairs"] = int(len(labels))
-        results[f"{name}_classes"] = [imageset.class_names[c]
-                                      for c in splits.class_split[name]]
+        results[f"{name}_classes"] = classes[name]
         if len(labels):  # none for validation after a refit
             distances = metrics.pair_distances(embeddings, pairs, head)
             results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
