@@ -8,12 +8,16 @@ Order of precedence: the globals below, then the preset of the chosen `dataset`
 (see PRESETS), then explicit `--key=value` overrides. To change a preset's value
 for good, edit its entry in PRESETS.
 """
+import os
+
+_OMNIGLOT_MINI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets",
+                              "omniglot_mini")
 
 # --- data -----------------------------------------------------------------------
-dataset = "digits"  # a key of PRESETS: digits (offline default), att_faces, ...
+dataset = "omniglot_mini"  # a key of PRESETS: omniglot_mini (offline default), ...
 data_dir = ""  # class-folder tree (a class = a folder that directly holds images)
 image_size = None  # (height, width) to resize every image to; None keeps the files' size
-downsample = 1  # keep every n-th pixel after resizing (seed 001's `size = 2`)
+downsample = 1  # keep every n-th pixel after resizing (the AT&T faces tutorial's `size = 2`)
 channels = 1  # 1 = greyscale, 3 = RGB
 max_images_per_class = 0  # 0 = all; Fruits-360 uses 10 images per class
 strict = False  # stop at an unreadable or non-image file instead of skipping it
@@ -22,7 +26,7 @@ strict = False  # stop at an unreadable or non-image file instead of skipping it
 total_sample_size = 10000  # that many genuine AND that many impostor pairs (20,000 in all)
 split = "classes"  # "classes": train/val/test classes disjoint (one-shot on unseen classes)
 #                    "groups": whole parent folders disjoint (Omniglot: by alphabet)
-#                    "pairs": seed 001's random split of the pairs (classes shared)
+#                    "pairs": the AT&T tutorial's random split of the pairs (classes shared)
 test_fraction = 0.25  # of the classes (split="classes") or of the pairs (split="pairs")
 val_fraction = 0.25  # of what remains after the test part, like Keras' validation_split
 
@@ -59,7 +63,7 @@ soft_margin = False  # triplet: softplus(d(a,p) - d(a,n)) instead of the hinge w
 #                     triplet_margin, which is 0 once every triplet clears the margin,
 #                     so learning stops; softplus keeps pulling (Hermans et al. 2017)
 mining = "semi_hard"  # triplets mined in each batch: semi_hard | hard | all
-pairing = "pairs"  # "pairs": the seeds' way, each step embeds batch_size pairs
+pairing = "pairs"  # "pairs": the write-ups' way, each step embeds batch_size pairs
 #                    "batch": each step embeds batch_size images, P classes x K images,
 #                    and scores all their pairs (needed by triplet and supcon)
 images_per_class = 4  # K of the P x K batches (pairing="batch")
@@ -68,12 +72,12 @@ batch_groups = 0  # > 0: each P x K batch draws its classes from this many paren
 
 # --- optimisation -----------------------------------------------------------------
 optimizer = "rmsprop"  # rmsprop | adam | sgd
-learning_rate = 0.001
+learning_rate = 0.001  # step size of the optimizer
 weight_decay = 0.0  # decoupled weight decay (Loshchilov & Hutter 2019, AdamW): each step
 #                    shrinks every kernel by learning_rate x weight_decay of itself;
 #                    biases and batch-norm scales and offsets are left alone; 0 = off
-epochs = 13
-batch_size = 128
+epochs = 13  # most passes over the training data; early stopping may end sooner
+batch_size = 128  # pairs per step (pairing="pairs"), or images per P x K batch
 patience = 5  # early stopping after this many epochs without progress; 0 = off
 lr_schedule = "constant"  # constant | cosine (falls to 0 by the last epoch)
 reduce_lr_patience = 0  # halve the learning rate after this many epochs without
@@ -93,6 +97,9 @@ jit_compile = False  # XLA; measured slower on 2-core CPUs (benchmarks/pipeline.
 ways = 0  # N-way one-shot: 0 = 20 where the test split has >= 20 classes, else all
 trials = 400  # one-shot tasks, drawn with `seed`
 within_group = False  # draw each task's classes from one parent folder (Omniglot alphabet)
+lake_runs = ""  # Lake et al.'s all_runs folder: their 20 official runs of 20-way
+#                within-alphabet one-shot on Omniglot's evaluation alphabets, scored
+#                after training (and by evaluate.py --lake_runs=DIR); "" = none
 
 # --- output -----------------------------------------------------------------------
 out_dir = "runs"  # every run gets a new folder inside: nothing is overwritten
@@ -100,13 +107,27 @@ resume = ""  # a run folder to continue (after Ctrl-C or a crash), with its own 
 
 # Named recipes: each sets the values a dataset needs; `dataset` selects one.
 PRESETS = {
+    # The offline default: the mini Omniglot shipped in datasets/omniglot_mini (the
+    # background set's 30 alphabets at 28x28). Koch's task in about 3 minutes on 2 CPU
+    # cores: learn on 19 alphabets, choose the epoch by 20-way one-shot within 5
+    # validation alphabets, test within 6 alphabets never seen, and on Lake et al.'s
+    # 20 official runs (evaluation alphabets) at the same size.
+    "omniglot_mini": dict(
+        data_dir="", architecture="omniglot", channels=1, image_size=None,
+        downsample=1, split="groups", total_sample_size=10000, test_fraction=0.2,
+        val_fraction=0.2, ways=20, within_group=True, pairing="batch", loss="triplet",
+        mining="semi_hard", triplet_margin=0.4, images_per_class=4, batch_size=128,
+        augment=False, class_rotations=True, optimizer="adam", learning_rate=0.002,
+        epochs=8, lr_schedule="cosine", patience=0, monitor="val_oneshot",
+        lake_runs=os.path.join(_OMNIGLOT_MINI, "all_runs"),
+    ),
     # scikit-learn's bundled 8x8 handwritten digits: runs offline in about a minute.
     "digits": dict(
         architecture="digits", channels=1, image_size=None, downsample=1,
         total_sample_size=5000, test_fraction=0.3, val_fraction=0.3,
         optimizer="adam", learning_rate=0.001, epochs=15, batch_size=128, patience=5,
     ),
-    # Seed 001 as written: AT&T/ORL faces s1..s40 (92x112 PGM), every 2nd pixel ->
+    # The AT&T faces tutorial as written: AT&T/ORL faces s1..s40 (92x112 PGM), every 2nd pixel ->
     # 56x46, conv 6 -> 12, Dense 128 -> 50, RMSprop, batch 128, 10,000 + 10,000 pairs,
     # 13 epochs, and its protocol: a random split of the pairs (all 40 people shared).
     "att_faces": dict(
@@ -115,14 +136,14 @@ PRESETS = {
         test_fraction=0.25, val_fraction=0.25, optimizer="rmsprop",
         learning_rate=0.001, epochs=13, batch_size=128, patience=5,
     ),
-    # AT&T faces for people never seen in training (one-shot): the seed's data, a
+    # AT&T faces for people never seen in training (one-shot): the tutorial's data, a
     # BatchNorm CNN with dropout 0.25 after each block, FaceNet's triplet loss in P x K
     # batches (up to 32 people x 4 photos: all 22 training people of AT&T), each photo
     # with its farthest genuine and closest impostor photo ("batch hard") and a soft
     # margin (Hermans et al. 2017), through a projection head, faces compared by the
     # conv features under it; Koch's distortions plus mirroring; the epoch kept is the
     # best on validation-people one-shot accuracy.
-    # (The seed recipe loses to nearest neighbour on raw pixels for unseen people.)
+    # (The tutorial's recipe loses to nearest neighbour on raw pixels for unseen people.)
     "att_faces_oneshot": dict(
         data_dir="data/att_faces", architecture="faces", channels=1,
         image_size=None, downsample=2, total_sample_size=10000, split="classes",
@@ -138,7 +159,7 @@ PRESETS = {
         val_fraction=0.25, optimizer="rmsprop", learning_rate=0.001, epochs=13,
         batch_size=128, patience=5,
     ),
-    # Seed 000: PlantVillage class folders, 224 -> 112 px grey, conv 16-32-16,
+    # The PlantVillage project: class folders, 224 -> 112 px grey, conv 16-32-16,
     # Dense 128 -> 50, RMSprop, batch 256, 20 epochs, early stopping patience 3.
     "plantvillage": dict(
         data_dir="data/PlantVillage", architecture="plantvillage", channels=1,
@@ -146,7 +167,7 @@ PRESETS = {
         test_fraction=0.15, val_fraction=0.2, optimizer="rmsprop",
         learning_rate=0.001, epochs=20, batch_size=256, patience=3,
     ),
-    # Seed 003: Fruits-360 Training folder, 100x100 RGB, 10 images per class,
+    # The Fruits-360 walkthrough: the Training folder, 100x100 RGB, 10 images per class,
     # four conv layers, Adam.
     "fruits360": dict(
         data_dir="data/fruits-360/Training", architecture="fruits360", channels=3,
@@ -160,18 +181,18 @@ PRESETS = {
         total_sample_size=30000, test_fraction=0.2, val_fraction=0.2,
         optimizer="rmsprop", learning_rate=0.001, epochs=10, batch_size=16, patience=3,
     ),
-    # Koch et al. 2015's task on Omniglot alphabet/character folders (105x105
-    # drawings, here at 52x52 for the CPU): alphabets split disjointly (learn on some,
-    # choose the epoch by 20-way one-shot within validation alphabets, test on the
-    # rest), Koch's affine distortions, triplet loss in P x K batches (32 characters
-    # x 4 drawings; margin 0.4, as distances on unit vectors run 0-2), each training
-    # character also turned by 90, 180 and 270 degrees as new characters. 27-50
-    # minutes on 2 CPU cores. Works unchanged on images_evaluation. (28x28 trains in
-    # 10 minutes, 3-4 points lower: README.)
+    # Koch et al. 2015's protocol on Omniglot alphabet/character folders (105x105
+    # drawings, here at 52x52 for the CPU): learn on the background set's alphabets but
+    # 5, choose the epoch by 20-way one-shot within those 5 validation alphabets, and
+    # test on alphabets never seen: Lake et al.'s 20 official runs
+    # (evaluate.py --lake_runs=DIR) or the evaluation set (--data_dir=DIR).
+    # Koch's affine distortions, triplet loss in P x K batches (32 characters x 4
+    # drawings; margin 0.4, as distances on unit vectors run 0-2), each training
+    # character also turned by 90, 180 and 270 degrees as new characters.
     "omniglot": dict(
         data_dir="data/omniglot/images_background", architecture="omniglot",
         channels=1, image_size=(52, 52), downsample=1, split="groups",
-        total_sample_size=10000, test_fraction=0.2, val_fraction=0.2, ways=20,
+        total_sample_size=10000, test_fraction=0.0, val_fraction=0.17, ways=20,
         within_group=True, pairing="batch", loss="triplet", mining="semi_hard",
         triplet_margin=0.4, images_per_class=4, batch_size=128, augment=True, flip=False,
         class_rotations=True, optimizer="adam", learning_rate=0.002, epochs=30,

@@ -4,7 +4,12 @@ Every value is checked here, once, so a typo fails at start-up with a message th
 names the setting and lists what is allowed, not deep inside TensorFlow.
 """
 import ast
+import io
 import math
+import re
+import textwrap
+import tokenize
+from typing import NamedTuple
 
 import configs
 
@@ -99,9 +104,16 @@ def validate(config):
                          "to pick. Use --ways=2 or more, or 0 for 20 (or every test "
                          "class where there are fewer)")
     for key in FRACTIONS:
-        if not 0 < config[key] < 1:
-            raise ValueError(f"{key} must be between 0 and 1 (exclusive); "
+        if not 0 <= config[key] < 1:
+            raise ValueError(f"{key} must be from 0 up to, not including, 1; "
                              f"got {config[key]!r}")
+    if config["val_fraction"] == 0:
+        raise ValueError("val_fraction=0 leaves nothing to choose the epoch and calibrate "
+                         "the threshold on: use a val_fraction above 0, e.g. 0.2")
+    if config["test_fraction"] == 0 and config["split"] == "pairs":
+        raise ValueError("test_fraction=0 (test on another folder of unseen classes) "
+                         "needs classes of its own: use --split=classes or "
+                         "--split=groups, or a test_fraction above 0")
     if (config["distance"] == "l1_sigmoid") != (config["loss"] == "bce"):
         raise ValueError(f"distance={config['distance']!r} with loss={config['loss']!r} "
                          f"cannot be trained: Koch's head goes with cross-entropy "
@@ -150,18 +162,142 @@ def validate(config):
     return config
 
 
+# Settings whose default None hides what else they take (_check_type names them too).
+OPTIONAL_TYPES = {"image_size": "height,width or None", "conv_dropout": "float or None"}
+SECTION_HEADING = re.compile(r"#\s*---\s*(?P<name>.*?)\s*-*\s*$")
+HELP_WIDTH = 88
+NO_BREAK = "\N{NO-BREAK SPACE}"  # textwrap breaks lines at ASCII spaces only
+
+
+class SettingNote(NamedTuple):
+    section: str  # the configs.py heading above the setting, e.g. "data"
+    key: str
+    meaning: str  # the comment beside the setting in configs.py, "" when it has none
+
+
 def wants_help(argv):
+    """True when `argv` holds -h or --help."""
     return any(arg in ("-h", "--help") for arg in argv)
+
+
+def setting_notes(path=None):
+    """A SettingNote for each name assigned at the top level of configs.py (or of
+    `path`), in file order. The section is the last `# --- name ---` line above the
+    setting; the meaning is the comment after the assignment, joined with the
+    comment-only lines right below it that are indented past its `#`."""
+    with tokenize.open(path or configs.__file__) as handle:
+        source = handle.read()
+    # tokenize rather than a search for "#": a "#" inside a string starts no comment.
+    comments = {token.start[0]: token
+                for token in tokenize.generate_tokens(io.StringIO(source).readline)
+                if token.type == tokenize.COMMENT}
+    headings = {row: match["name"] for row, token in comments.items()
+                if token.start[1] == 0
+                and (match := SECTION_HEADING.match(token.string))}
+    notes = []
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.Assign):
+            continue
+        above = [row for row in headings if row < node.lineno]
+        section = headings[max(above)] if above else ""
+        meaning = _comment_from(node.end_lineno, comments)
+        notes += [SettingNote(section, target.id, meaning) for target in node.targets
+                  if isinstance(target, ast.Name)]
+    return notes
+
+
+def _comment_from(row, comments):
+    """The comment that ends line `row`, continued by the comment-only lines below it
+    whose text starts right of its `#`, as one line of text."""
+    first = comments.get(row)
+    if first is None:
+        return ""
+    text = first.string[1:].strip()
+    while row + 1 in comments:
+        row += 1
+        comment = comments[row]
+        body = comment.string[1:]
+        text_column = comment.start[1] + 1 + len(body) - len(body.lstrip())
+        if comment.line[:comment.start[1]].strip() or text_column <= first.start[1]:
+            break
+        # A line opening with a quoted choice ("groups": ...) is a list's next item.
+        text += ("; " if body.lstrip().startswith('"') else " ") + body.strip()
+    return text
 
 
 def help_text(doc, keys=None,
               heading="Settings (--key=value; configs.py's defaults, which the "
-                      "dataset's preset then changes):"):
-    """A script's docstring and the settings it takes (every key of configs.py unless
-    `keys`), each with its configs.py default, for -h / --help."""
+                      "dataset's preset then changes):", argv=None):
+    """`doc` and the settings a script takes, for -h / --help: every setting of
+    configs.py, or only `keys`, grouped under configs.py's section headings, each as
+    --key=default with its type and its meaning, read from the comment beside it in
+    configs.py so that the help says what the file says.
+
+    When it lists every setting (train.py's help), it reads `--dataset=NAME` from
+    the command line `argv` and shows beside each default the value preset NAME
+    sets; an unknown NAME gets a line listing the presets instead. A subset (evaluate.py's `keys`) gets no preset
+    values: unset, those settings are the run's own."""
     base = defaults()
-    lines = [f"  --{k}={base[k]!r}" for k in (keys or base)]
-    return f"{doc.strip()}\n\n{heading}\n" + "\n".join(lines)
+    for key in keys or ():
+        _check_known(key, base)
+    listed = set(base if keys is None else keys)
+    lines = [doc.strip(), "", heading]
+    preset_name, preset = None, {}
+    if keys is None:
+        preset_name = _dataset_asked(argv or [])
+        preset = configs.PRESETS.get(preset_name, {})
+        lines += _wrap(_preset_line(preset_name), "", "")
+    section = None
+    for note in setting_notes():
+        if note.key not in listed:
+            continue
+        if note.section != section:
+            section = note.section
+            lines += ["", f"{section}:"] if section else [""]
+        default = base[note.key]
+        # No-break spaces keep "--image_size=(52, 52)" whole when the line wraps.
+        summary = (f"--{note.key}={default!r}".replace(" ", NO_BREAK)
+                   + f" ({_type_name(note.key, default)})")
+        if note.key in preset:
+            summary += "; " + (f"preset {preset_name}: {preset[note.key]!r}"
+                               .replace(" ", NO_BREAK))
+        # The summary wraps to column 4 and the meaning sits at 6, so they never mix.
+        lines += [line.replace(NO_BREAK, " ") for line in _wrap(summary, "  ", "    ")]
+        lines += _wrap(note.meaning, "      ", "      ")
+    return "\n".join(lines)
+
+
+def _dataset_asked(argv):
+    """NAME of the last --dataset=NAME in `argv` (the one a run would use), or None."""
+    names = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--dataset=")]
+    return names[-1] if names else None
+
+
+def _preset_line(name):
+    presets = ", ".join(configs.PRESETS)
+    if name is None:
+        return (f"Without --dataset the preset of dataset={configs.dataset!r} applies; "
+                f"add --dataset=NAME to --help to see what a preset sets "
+                f"(presets: {presets}).")
+    if name not in configs.PRESETS:
+        return f"--dataset={name!r} is not a preset; the presets are: {presets}."
+    return f"Beside each default: the value that --dataset={name} sets instead."
+
+
+def _type_name(key, default):
+    if key in OPTIONAL_TYPES:
+        return OPTIONAL_TYPES[key]
+    name = type(default).__name__
+    if key in CHOICES:
+        return f"{name}: {' | '.join(map(str, CHOICES[key]))}"
+    return name
+
+
+def _wrap(text, first_indent, indent):
+    """`text` wrapped to HELP_WIDTH; paths and flags are never split."""
+    return textwrap.wrap(text, HELP_WIDTH, initial_indent=first_indent,
+                         subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def parse_args(argv):

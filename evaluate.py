@@ -4,10 +4,13 @@ accuracy on classes the network never saw, beside chance and raw-pixel baselines
     python evaluate.py --run_dir=runs/att_faces-20261125-101500
     python evaluate.py --run_dir=RUN --ways=10 --trials=1000
     python evaluate.py --run_dir=RUN --data_dir=OTHER   # every class of OTHER is unseen
+    python evaluate.py --run_dir=RUN --lake_runs=PATH/TO/all_runs  # Lake et al.'s 20 runs
 
 Writes evaluation.json and roc.png, distance_hist.png, oneshot_curve.png,
 oneshot_examples.png and embeddings.png into the run folder, or with --data_dir=OTHER
 into RUN/evaluation-<OTHER's name>/, so the run's own results stay (or --report_dir).
+With --lake_runs it scores Lake et al.'s official one-shot runs alone and writes
+lake_runs.json and lake_runs.png.
 """
 import itertools
 import os
@@ -19,13 +22,14 @@ import metrics
 import plots
 import prepare_data
 import runs
+import lake_runs
 import siamese_network_funcs
 from configurator import help_text, parse_args, resolve, wants_help
 
 # Settings that change what is evaluated, not what was trained. The seed, split and
 # fractions are not among them: on the run's own data they would draw another split and
 # report training classes as unseen.
-EVALUATION_KEYS = ("data_dir", "ways", "trials", "within_group", "strict")
+EVALUATION_KEYS = ("data_dir", "ways", "trials", "within_group", "strict", "lake_runs")
 
 
 def default_ways(n_classes):
@@ -46,9 +50,11 @@ def oneshot(embeddings, pixels, imageset, class_ids, ways, trials, seed, within_
 
 
 def oneshot_ways(imageset, splits, config):
-    """The N of the test classes' one-shot tasks; raises, naming --ways, when the test
+    """The N of the test classes' one-shot tasks (None without test classes); raises, naming --ways, when the test
     classes cannot make such tasks (train.py asks before training, not after)."""
     test_classes = splits.class_split["test"]
+    if not len(test_classes):
+        return None  # test_fraction=0: the test is another folder
     ways = config["ways"] or default_ways(len(test_classes))
     groups = imageset.groups if config["within_group"] else None
     metrics.make_oneshot_trials(imageset.labels, test_classes, ways, 1,
@@ -76,20 +82,20 @@ def validation_tasks(imageset, splits, config):
 
 def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
              report_dir=None, head=None):
-    """Score `embeddings` (of every image in `imageset`) on `splits` and write evaluation.json and the plots.
+    """Score `embeddings` (of every image in `imageset`) on `splits` and write
+    evaluation.json and the plots.
 
     The verification threshold is the one with the best accuracy on the validation
     pairs; with no validation pairs (another folder) the run's calibrated `threshold`
-    is used. Returns the results dict.
+    is used. A split without test classes (test_fraction=0: the test is another
+    folder, or Lake's runs) reports the calibration and validation alone. Returns the
+    results dict.
     """
     report_dir = report_dir or run_dir
-    test_pairs, test_labels = splits.test
-    test_d = metrics.pair_distances(embeddings, test_pairs, head)
-    fixed = siamese_network_funcs.fixed_threshold(config)
+    os.makedirs(report_dir, exist_ok=True)
     results = {"split": config["split"], "data_dir": config["data_dir"],
-               "fixed_threshold": fixed,
-               "fixed_rule": siamese_network_funcs.fixed_rule(config),
-               "n_test_pairs": int(len(test_labels))}
+               "fixed_threshold": siamese_network_funcs.fixed_threshold(config),
+               "fixed_rule": siamese_network_funcs.fixed_rule(config)}
     if len(splits.val[1]):
         val_d = metrics.pair_distances(embeddings, splits.val[0], head)
         threshold, val_accuracy = metrics.best_threshold(val_d, splits.val[1])
@@ -102,8 +108,34 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     else:
         results["threshold_source"] = "the trained run's calibrated threshold"
     results["threshold"] = threshold
+    test_classes = splits.class_split["test"]
+    results["test_classes"] = [imageset.class_names[c] for c in test_classes]
+    if len(test_classes):
+        results.update(verification(config, embeddings, splits, threshold, head,
+                                    report_dir))
+        results.update(test_oneshot(config, imageset, splits, embeddings, head,
+                                    report_dir))
+    val_tasks = validation_tasks(imageset, splits, config)
+    if val_tasks:
+        # For choosing settings without looking at the test classes.
+        results["val_oneshot_accuracy"] = metrics.oneshot_accuracy(embeddings, *val_tasks,
+                                                                   head=head)
+        results["val_ways"] = val_tasks[1].shape[1]
+        results["val_trials"] = len(val_tasks[0])
+    runs.write_json(os.path.join(report_dir, "evaluation.json"), results)
+    print_report(results)
+    return results
+
+
+def verification(config, embeddings, splits, threshold, head, report_dir):
+    """Accuracy on the test pairs at `threshold` and at the fixed rule, the ROC, and
+    their plots."""
+    test_pairs, test_labels = splits.test
+    test_d = metrics.pair_distances(embeddings, test_pairs, head)
+    fixed = siamese_network_funcs.fixed_threshold(config)
     fpr, tpr, _, auc, eer, _ = metrics.roc(test_d, test_labels)
-    results.update(
+    results = dict(
+        n_test_pairs=int(len(test_labels)),
         test_pair_accuracy=metrics.pair_accuracy(test_d, test_labels, threshold),
         test_pair_accuracy_fixed_threshold=metrics.pair_accuracy(test_d, test_labels,
                                                                  fixed),
@@ -121,17 +153,28 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
             n_test_genuine_pairs_not_in_training=int(np.sum(fresh & (test_labels == 1))),
             test_pair_accuracy_not_in_training=metrics.pair_accuracy(
                 test_d[fresh], test_labels[fresh], threshold) if fresh.any() else None)
+    plots.plot_roc(fpr, tpr, auc, eer, os.path.join(report_dir, "roc.png"))
+    plots.plot_distance_hist(test_d, test_labels, threshold,
+                             os.path.join(report_dir, "distance_hist.png"))
+    return results
 
+
+def test_oneshot(config, imageset, splits, embeddings, head, report_dir):
+    """N-way one-shot on the test classes, of the model and of pixel nearest
+    neighbour, the accuracy against N, and their plots."""
     test_classes = splits.class_split["test"]
     ways = oneshot_ways(imageset, splits, config)
     pixels = imageset.images.reshape(len(imageset.images), -1).astype(np.float32)
     model_acc, pixel_acc, tasks = oneshot(embeddings, pixels, imageset, test_classes,
                                           ways, config["trials"], config["seed"],
                                           config["within_group"], head)
-    results.update(oneshot_accuracy=model_acc, pixel_nn_oneshot_accuracy=pixel_acc,
+    results = dict(oneshot_accuracy=model_acc, pixel_nn_oneshot_accuracy=pixel_acc,
                    chance=1.0 / ways, ways=ways, trials=config["trials"],
                    within_group=config["within_group"],
-                   test_classes=[imageset.class_names[c] for c in test_classes])
+                   oneshot_accuracy_ci=metrics.wilson_interval(model_acc,
+                                                               config["trials"]),
+                   pixel_nn_oneshot_accuracy_ci=metrics.wilson_interval(
+                       pixel_acc, config["trials"]))
     curve = {"ways": [], "model": [], "pixel_nn": []}
     for n in sorted(set(np.linspace(2, ways, num=min(ways - 1, 10)).astype(int))):
         model_n, pixel_n, _ = oneshot(embeddings, pixels, imageset, test_classes, n,
@@ -141,17 +184,6 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
         curve["model"].append(model_n)
         curve["pixel_nn"].append(pixel_n)
     results["oneshot_curve"] = curve
-    val_tasks = validation_tasks(imageset, splits, config)
-    if val_tasks:
-        # For choosing settings without looking at the test classes.
-        results["val_oneshot_accuracy"] = metrics.oneshot_accuracy(embeddings, *val_tasks,
-                                                                   head=head)
-        results["val_ways"] = val_tasks[1].shape[1]
-
-    os.makedirs(report_dir, exist_ok=True)
-    plots.plot_roc(fpr, tpr, auc, eer, os.path.join(report_dir, "roc.png"))
-    plots.plot_distance_hist(test_d, test_labels, threshold,
-                             os.path.join(report_dir, "distance_hist.png"))
     plots.plot_oneshot_curve(curve, os.path.join(report_dir, "oneshot_curve.png"))
     plots.plot_oneshot_examples(imageset, embeddings, tasks,
                                 os.path.join(report_dir, "oneshot_examples.png"),
@@ -159,12 +191,23 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     test_images = np.isin(imageset.labels, test_classes)
     plots.plot_embeddings(embeddings[test_images], imageset.labels[test_images],
                           imageset.class_names, os.path.join(report_dir, "embeddings.png"))
-    runs.write_json(os.path.join(report_dir, "evaluation.json"), results)
-    print_report(results)
     return results
 
 
 def print_report(results):
+    if results["test_classes"]:
+        print_test_report(results)
+    else:
+        print(f"no test classes here (test_fraction=0); threshold "
+              f"{results['threshold']:.4f} ({results['threshold_source']}). Score "
+              f"classes never seen in training with python evaluate.py --run_dir=RUN "
+              f"--lake_runs=DIR (Lake et al.'s 20 one-shot runs) or --data_dir=FOLDER")
+    if "val_oneshot_accuracy" in results:
+        print(f"  (validation classes, for choosing settings: {results['val_ways']}-way "
+              f"one-shot {metrics.with_interval(results['val_oneshot_accuracy'], results['val_trials'])})")
+
+
+def print_test_report(results):
     unseen = ("classes never seen in training" if results["split"] != "pairs"
               else "classes also used in training (split=pairs)")
     print(f"evaluation on {len(results['test_classes'])} {unseen}:")
@@ -182,12 +225,10 @@ def print_report(results):
               f"({results['n_test_genuine_pairs_not_in_training']} genuine): "
               f"{results['test_pair_accuracy_not_in_training']:.4f}")
     group = ", candidates within one group" if results["within_group"] else ""
-    print(f"  {results['ways']}-way one-shot over {results['trials']} trials{group}: "
-          f"model {results['oneshot_accuracy']:.4f} | pixel nearest neighbour "
-          f"{results['pixel_nn_oneshot_accuracy']:.4f} | chance {results['chance']:.4f}")
-    if "val_oneshot_accuracy" in results:
-        print(f"  (validation classes, for choosing settings: {results['val_ways']}-way "
-              f"one-shot {results['val_oneshot_accuracy']:.4f})")
+    print(f"  {results['ways']}-way one-shot{group}: model "
+          f"{metrics.with_interval(results['oneshot_accuracy'], results['trials'])} | "
+          f"pixel nearest neighbour {results['pixel_nn_oneshot_accuracy']:.4f} | chance "
+          f"{results['chance']:.4f}")
 
 
 def same_folder(a, b):
@@ -276,6 +317,12 @@ def evaluate_run(run_dir, overrides, report_dir=None):
                     report_dir=report_dir, head=siamese_network_funcs.l1_head(model))
 
 
+def lake_benchmark(run_dir, all_runs_dir, report_dir=None):
+    """Lake et al.'s 20 runs scored through predict.Matcher, the network users use."""
+    from predict import Matcher
+    return lake_runs.benchmark(Matcher(run_dir), all_runs_dir, report_dir or run_dir)
+
+
 def main(argv):
     if wants_help(argv):
         print(help_text(__doc__, EVALUATION_KEYS,
@@ -294,7 +341,15 @@ def main(argv):
             raise ValueError(f"{', '.join(sorted(unknown))} cannot change after "
                              f"training; evaluate.py accepts --run_dir, --report_dir and "
                              f"{', '.join('--' + k for k in EVALUATION_KEYS)}")
-        evaluate_run(named["run_dir"], options, named.get("report_dir"))
+        if "lake_runs" in options:
+            if len(options) > 1:
+                raise ValueError(f"--lake_runs scores Lake's runs alone (their ways, "
+                                 f"tasks and folder are fixed): drop "
+                                 f"{', '.join('--' + k for k in options if k != 'lake_runs')}"
+                                 f", or evaluate them in a command of their own")
+            lake_benchmark(named["run_dir"], options["lake_runs"], named.get("report_dir"))
+        else:
+            evaluate_run(named["run_dir"], options, named.get("report_dir"))
     except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -129,3 +129,20 @@ def oneshot_accuracy(embeddings, queries, candidates, answers, head=None):
     distances = dissimilarity(embeddings[candidates], embeddings[queries][:, None, :],
                               head)
     return float(np.mean(np.argmin(distances, axis=1) == answers))
+
+
+def wilson_interval(accuracy, n, z=1.96):
+    """95% Wilson score interval (low, high) of a success rate `accuracy` measured on
+    `n` independent trials; unlike accuracy +- 1.96 standard errors it stays inside
+    [0, 1] and is right near 0 and 1 (Wilson 1927)."""
+    if n <= 0:
+        raise ValueError("a confidence interval needs at least one trial")
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def with_interval(accuracy, n):
+    """"0.8550 (95% CI 0.8171-0.8861, 400 tasks)" for a report line."""
+    low, high = wilson_interval(accuracy, n)
+    return f"{accuracy:.4f} (95% CI {low:.4f}-{high:.4f}, {n} tasks)"

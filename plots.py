@@ -18,7 +18,7 @@ def save_figure(figure, path):
 
 
 def plot_history(history, run_dir):
-    """accuracy.png and loss.png: training vs validation per epoch (seed 000's plots)."""
+    """accuracy.png and loss.png: training vs validation per epoch (as the PlantVillage project plots them)."""
     epochs = range(1, len(history.get("loss", [])) + 1)
     curves = {"accuracy": [("accuracy", "b-o", "Training pair accuracy"),
                            ("val_accuracy", "r-o", "Validation pair accuracy"),
@@ -143,3 +143,107 @@ def plot_embeddings(embeddings, labels, class_names, path, max_points=1500, seed
     axes.set_xticks([])
     axes.set_yticks([])
     save_figure(figure, path)
+
+
+def plot_lake_run(name, gallery, queries, answers, picks, path, per_row=4):
+    """One of Lake's runs: its one-shot drawings (the gallery) on top, then each query
+    beside the gallery drawing the network picked, framed green when it is the
+    query's character and red when not, with the right drawing after a wrong pick."""
+    rows = -(-len(queries) // per_row)
+    figure = plt.figure(figsize=(1.1 * 3 * per_row, 1.3 * (rows + 1.4)))
+    layout = figure.add_gridspec(2, 1, height_ratios=[1, 1.3 * rows], hspace=0.25)
+    strip = layout[0].subgridspec(1, len(gallery)).subplots()
+    for i, (axes, drawing) in enumerate(zip(np.atleast_1d(strip), gallery)):
+        _show(axes, drawing, f"{i + 1}", "gray")
+    grid = layout[1].subgridspec(rows, 3 * per_row).subplots(squeeze=False)
+    for axes in grid.ravel():
+        axes.axis("off")
+    for i, (query, answer, pick) in enumerate(zip(queries, answers, picks)):
+        row, column = divmod(i, per_row)
+        cells = grid[row, 3 * column:3 * column + 3]
+        right = pick == answer
+        for axes in cells[:2 if right else 3]:
+            axes.axis("on")
+        _show(cells[0], query, f"query {i + 1}", "black")
+        _show(cells[1], gallery[pick], f"pick {pick + 1}: right" if right
+              else f"pick {pick + 1}: wrong", "green" if right else "red", framed=True)
+        if not right:
+            _show(cells[2], gallery[answer], f"right: {answer + 1}", "green")
+    correct = int(np.sum(np.asarray(picks) == np.asarray(answers)))
+    figure.suptitle(f"Lake et al.'s {name}: the {len(gallery)} one-shot drawings (top); "
+                    f"{correct} of {len(queries)} queries matched to their character")
+    save_figure(figure, path)
+
+
+def plot_how_it_works(images, path):
+    """The README's diagram: two shared-weight towers, the distance and the loss; pair
+    batches against P x K batches; an N-way one-shot task. `images`: 6 uint8 drawings,
+    0 and 1 of one character, 2 to 5 of another character each."""
+    figure = plt.figure(figsize=(13, 4.6))
+    box = dict(boxstyle="round,pad=0.4", facecolor="#e8eef7", edgecolor="#4a6fa5")
+    arrow = dict(arrowstyle="->", color="#333333", lw=1.3)
+
+    towers = figure.add_axes([0.0, 0.0, 0.42, 1.0])
+    towers.set_xlim(0, 10)
+    towers.set_ylim(0, 10)
+    towers.axis("off")
+    towers.set_title("1. one network, two inputs", fontsize=11)
+    for y, image, name in ((7.2, images[0], "a"), (1.6, images[1], "b")):
+        towers.imshow(image.squeeze(), cmap="gray", extent=(0.2, 1.8, y - 0.8, y + 0.8))
+        towers.annotate("", (3.0, y), (1.9, y), arrowprops=arrow)
+        towers.text(4.2, y, "CNN", ha="center", va="center", fontsize=10, bbox=box)
+        towers.annotate("", (6.0, y), (5.3, y), arrowprops=arrow)
+        towers.text(6.6, y, f"embedding {name}", ha="left", va="center", fontsize=9)
+        towers.annotate("", (7.6, 4.9 if y > 4 else 4.1), (7.6, y - 0.5 if y > 4 else y + 0.5),
+                        arrowprops=arrow)
+    towers.text(4.2, 4.4, "shared\nweights", ha="center", va="center", fontsize=8,
+                color="#4a6fa5")
+    towers.text(7.6, 4.5, "d = ||a - b||", ha="center", va="center", fontsize=10,
+                bbox=dict(box, facecolor="#f7efe2", edgecolor="#b07d2b"))
+    towers.text(5.0, 0.05, "loss: small d for genuine pairs (label 1), large for impostors (0)",
+                ha="center", va="bottom", fontsize=8.5)
+
+    batches = figure.add_axes([0.44, 0.08, 0.24, 0.84])
+    batches.axis("off")
+    batches.set_xlim(0, 10)
+    batches.set_ylim(0, 10)
+    batches.set_title("2. what one training step sees", fontsize=11)
+    batches.text(0.2, 8.6, "pairing=\"pairs\": batch_size pairs,\neach genuine or impostor",
+                 fontsize=8.5, va="top")
+    batches.text(0.2, 5.6, "pairing=\"batch\": P classes x K images;\nevery pair inside the "
+                 "batch is scored\n(triplet, supcon, contrastive)", fontsize=8.5, va="top")
+    colours = plt.get_cmap("tab10")
+    for p in range(4):
+        for k in range(3):
+            batches.add_patch(plt.Rectangle((0.6 + 2.2 * p + 0.6 * k, 1.0), 0.5, 0.9,
+                                            color=colours(p)))
+    batches.text(0.5, 0.3, "P = 4 classes (colours) x K = 3 images", fontsize=8)
+
+    task = figure.add_axes([0.70, 0.08, 0.30, 0.84])
+    task.axis("off")
+    task.set_xlim(0, 10)
+    task.set_ylim(0, 10)
+    task.set_title("3. N-way one-shot: which candidate?", fontsize=11)
+    task.imshow(images[0].squeeze(), cmap="gray", extent=(3.9, 6.1, 7.0, 9.2))
+    task.text(5.0, 6.6, "query", ha="center", fontsize=8.5)
+    for i, image in enumerate([images[1]] + list(images[2:6])):
+        x = 0.3 + 1.95 * i
+        task.imshow(image.squeeze(), cmap="gray", extent=(x, x + 1.6, 3.0, 4.6))
+        if i == 0:
+            task.add_patch(plt.Rectangle((x - 0.1, 2.9), 1.8, 1.8, fill=False,
+                                         edgecolor="green", lw=2.5))
+    task.text(5.0, 2.2, "N candidates, one of each class, one shot each:\nthe nearest "
+              "embedding is the answer (green)", ha="center", va="top", fontsize=8.5)
+    save_figure(figure, path)
+
+
+if __name__ == "__main__":  # python plots.py: redraw docs/how_it_works.png
+    import prepare_data
+
+    mini = prepare_data.load_omniglot_mini()
+    alphabet = [c for c, g in enumerate(mini.groups) if g == "Greek"]
+    first = np.flatnonzero(mini.labels == alphabet[0])
+    others = [np.flatnonzero(mini.labels == c)[0] for c in alphabet[1:5]]
+    plot_how_it_works(mini.images[[first[0], first[1], *others]],
+                      os.path.join(os.path.dirname(os.path.abspath(__file__)), "docs",
+                                   "how_it_works.png"))

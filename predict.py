@@ -62,7 +62,7 @@ class Matcher:
             if not siamese_network_funcs.fixed_rule_applies(config):
                 raise ValueError(f"{run_dir} has no evaluation.json, so no calibrated "
                                  f"threshold, and the fixed {rule}: {calibrate} first")
-            warnings.warn(f"{run_dir} has no evaluation.json: deciding by the seeds' "
+            warnings.warn(f"{run_dir} has no evaluation.json: deciding by the write-ups' "
                           f"fixed {rule}; {calibrate}")
             self.threshold = siamese_network_funcs.fixed_threshold(config)
         with open(os.path.join(run_dir, "embedding.keras"), "rb") as handle:
@@ -83,10 +83,11 @@ class Matcher:
                              f"it") from error
 
     def embed_files(self, paths):
-        return self._embed([self.load(p) for p in paths])
+        return self.embed([self.load(p) for p in paths])
 
-    def _embed(self, images):
-        return np.asarray(self.base(np.stack(images).astype(np.float32), training=False))
+    def embed(self, images):
+        """Embeddings (N, D) of preprocessed images (a list of uint8 (H, W, C))."""
+        return metrics.embed(self.base, np.stack(images))
 
     def verify(self, path_a, path_b):
         """Distance between two images (1 - p(same) for Koch's head) and the decision
@@ -118,7 +119,7 @@ class Matcher:
                 warnings.warn(f"{error}; it is left out of the gallery until then")
                 unreadable.add(stamp)
         if images:
-            known.update(zip(images, self._embed(list(images.values()))))
+            known.update(zip(images, self.embed(list(images.values()))))
         kept = [i for i, stamp in enumerate(stamps) if stamp not in unreadable]
         if not kept:
             raise ValueError(f"gallery {gallery_dir!r} holds no readable image")
@@ -141,16 +142,51 @@ class Matcher:
             raise ValueError(f"top_k must be a whole number >= 1 (how many gallery "
                              f"classes to list per query); got {top_k!r}")
         embeddings, owners, _ = self.gallery(gallery_dir)
-        owners = np.asarray(owners)
-        names = list(dict.fromkeys(owners))
+        ranked = self.rank(self.embed_files(list(query_paths)), embeddings, owners,
+                           top_k)
+        for path, result in zip(query_paths, ranked):
+            result["query"] = path
+        return ranked
+
+    def rank(self, queries, embeddings, owners, top_k=3):
+        """For each query embedding: {"match", "top"}, the top_k classes of `owners`
+        (one per gallery embedding) by their nearest image, and the best as `match`,
+        or "unknown" when even it is beyond the threshold. Ties keep the classes'
+        order of first appearance in `owners`."""
+        per_class, names = class_distances(queries, embeddings, owners, self.head)
+        order = np.argsort(per_class, axis=1, kind="stable")[:, :top_k]
         results = []
-        for path, query in zip(query_paths, self.embed_files(list(query_paths))):
-            distances = metrics.dissimilarity(embeddings, query, self.head)
-            per_class = [(name, float(distances[owners == name].min())) for name in names]
-            top = sorted(per_class, key=lambda item: item[1])[:top_k]
+        for row, columns in zip(per_class, order):
+            top = [(names[c], float(row[c])) for c in columns]
             match = top[0][0] if top[0][1] < self.threshold else "unknown"
-            results.append({"query": path, "match": match, "top": top})
+            results.append({"match": match, "top": top})
         return results
+
+
+def class_distances(queries, embeddings, owners, head=None, chunk_bytes=2 ** 27):
+    """(Q, C) distance from each query to each class's nearest gallery image, and the C
+    class names in order of first appearance in `owners`. Vectorised: the gallery is
+    sorted by class once and each class's minimum taken with one grouped reduction;
+    queries go in chunks so the (queries, gallery, dims) difference stays under
+    `chunk_bytes`."""
+    owners = np.asarray(owners)
+    names, first, inverse = np.unique(owners, return_index=True, return_inverse=True)
+    appearance = np.argsort(first, kind="stable")  # class ids in order of first appearance
+    rank_of = np.empty_like(appearance)
+    rank_of[appearance] = np.arange(len(appearance))
+    group = rank_of[inverse.ravel()]
+    by_class = np.argsort(group, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(group[by_class]) != 0])
+    gallery = np.asarray(embeddings)[by_class]
+    queries = np.asarray(queries)
+    step = max(1, chunk_bytes // max(1, gallery.size * gallery.itemsize))
+    per_class = np.concatenate([
+        np.minimum.reduceat(metrics.dissimilarity(gallery[None, :, :],
+                                                  queries[i:i + step, None, :], head),
+                            starts, axis=1)
+        for i in range(0, len(queries), step)]) if len(queries) else \
+        np.zeros((0, len(starts)))
+    return per_class, [str(n) for n in names[appearance]]
 
 
 def _read_cache(cache):
@@ -182,20 +218,46 @@ def _stamp(path):
             f"{info.st_ctime_ns}|{info.st_ino}")
 
 
-def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="are two images of the same class?")
-    verify.add_argument("run_dir")
-    verify.add_argument("image_a")
-    verify.add_argument("image_b")
-    identify = commands.add_parser("identify", help="whose images are these?")
-    identify.add_argument("run_dir")
-    identify.add_argument("queries", nargs="+")
+def build_parser():
+    """predict.py's command line: a command (verify or identify) and the paths it acts
+    on."""
+    usage_paragraphs = "\n\n".join(__doc__.split("\n\n")[:2])
+    parser = argparse.ArgumentParser(
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"{usage_paragraphs}\n\n"
+                    "Unlike train.py and evaluate.py, which take --key=value settings, "
+                    "predict.py takes a\ncommand (verify or identify) and positional "
+                    "paths: it acts on files, a trained run\nand images, and changes no "
+                    "setting.")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     help="what to do; `predict.py COMMAND -h` explains "
+                                          "its arguments")
+    run_help = "a run folder written by train.py, e.g. runs/att_faces-20261125-101500"
+    verify = commands.add_parser("verify", help="are two images of the same class?",
+                                 description="Are two images of the same class? "
+                                             "Prints same or different, the distance "
+                                             "and the run's calibrated threshold.")
+    verify.add_argument("run_dir", help=run_help)
+    verify.add_argument("image_a", help="an image file")
+    verify.add_argument("image_b", help="the image file to compare with image_a")
+    identify = commands.add_parser("identify", help="whose images are these?",
+                                   description="Whose images are these? Prints, per "
+                                               "query, the nearest gallery classes and "
+                                               "the match, or unknown when even the "
+                                               "nearest is beyond the threshold.")
+    identify.add_argument("run_dir", help=run_help)
+    identify.add_argument("queries", nargs="+",
+                          help="image files to identify, each on its own")
     identify.add_argument("--gallery", required=True,
                           help="folder with one sub-folder of images per person/class")
-    identify.add_argument("--top_k", type=int, default=3)
-    args = parser.parse_args(argv)
+    identify.add_argument("--top_k", type=int, default=3,
+                          help="how many gallery classes to list per query, nearest "
+                               "first (default %(default)s)")
+    return parser
+
+
+def main(argv):
+    args = build_parser().parse_args(argv)
     try:
         matcher = Matcher(args.run_dir)
         if args.command == "verify":

@@ -258,7 +258,33 @@ def load_mnist(downsample=1):
                         np.concatenate([y_train, y_test]), downsample)
 
 
-BUILT_IN = {"digits": "8x8", "olivetti": "64x64", "mnist": "28x28"}  # grey images
+# The mini Omniglot that ships with the repository (datasets/build_omniglot_mini.py).
+OMNIGLOT_MINI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets",
+                             "omniglot_mini")
+
+
+def load_omniglot_mini(downsample=1):
+    """Omniglot's background set at 28x28 (964 characters of 30 alphabets, 20 drawings
+    each), shipped in datasets/omniglot_mini; classes are alphabet/character as when
+    the original folders are read, and each class's group is its alphabet."""
+    path = os.path.join(OMNIGLOT_MINI, "images_background.npz")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} is missing: it ships with the repository, so restore it (git "
+            f"checkout -- datasets/omniglot_mini) or rebuild it (python "
+            f"datasets/build_omniglot_mini.py --omniglot=PATH)")
+    with np.load(path, allow_pickle=False) as saved:
+        images, labels, names = saved["images"], saved["labels"], saved["class_names"]
+    imageset = _from_arrays(images, labels, downsample)
+    imageset.class_names = [str(name) for name in names]
+    imageset.groups = [name.rsplit("/", 1)[0] for name in imageset.class_names]
+    return imageset
+
+
+BUILT_IN = {"digits": "8x8", "olivetti": "64x64", "mnist": "28x28",
+            "omniglot_mini": "28x28"}  # grey images
+LOADERS = {"digits": load_digits, "olivetti": load_olivetti, "mnist": load_mnist,
+           "omniglot_mini": load_omniglot_mini}
 
 
 def load_dataset(config):
@@ -275,12 +301,8 @@ def load_dataset(config):
                 f"dataset={name!r} is built in ({BUILT_IN[name]} grey images), so "
                 f"{' '.join(ignored)} would be ignored: for a folder of your own use "
                 f"--dataset=folder --data_dir=PATH (--downsample works on {name})")
-    if name == "digits":
-        return load_digits(config["downsample"])
-    if name == "olivetti":
-        return load_olivetti(config["downsample"])
-    if name == "mnist":
-        return load_mnist(config["downsample"])
+    if name in LOADERS:
+        return LOADERS[name](config["downsample"])
     # A class with one image gives no genuine pair: skipped, with a warning naming it.
     return load_folder(config["data_dir"], config["image_size"], config["downsample"],
                        config["channels"], config["max_images_per_class"],
@@ -290,8 +312,10 @@ def load_dataset(config):
 # --- splits and pairs ------------------------------------------------------------------
 
 def split_classes(n_classes, test_fraction, val_fraction, rng):
-    """Shuffle ids 0..n_classes-1 into disjoint (train, val, test) arrays of >= 2 each."""
-    n_test = max(2, int(round(n_classes * test_fraction)))
+    """Shuffle ids 0..n_classes-1 into disjoint (train, val, test) arrays of >= 2 each;
+    test_fraction=0 leaves the test part empty (the test classes are another folder,
+    as Koch's protocol tests on Omniglot's evaluation alphabets)."""
+    n_test = max(2, int(round(n_classes * test_fraction))) if test_fraction else 0
     n_val = max(2, int(round((n_classes - n_test) * val_fraction)))
     if n_classes - n_test - n_val < 2:
         raise ValueError(
@@ -307,7 +331,7 @@ def split_classes(n_classes, test_fraction, val_fraction, rng):
 def make_pairs(labels, class_ids, n_genuine, n_impostor, rng):
     """Draw balanced pairs among the images of `class_ids`.
 
-    Genuine pairs cycle through the classes in turn (as seed 001 draws the same number
+    Genuine pairs cycle through the classes in turn (as the AT&T faces tutorial draws the same number
     per person), each two different images of one class; impostor pairs take two
     different classes at random. Returns pairs int32 (P, 2) and labels float32 (P,)
     with 1 = genuine, 0 = impostor, shuffled.
@@ -398,8 +422,9 @@ def build_splits(imageset, config):
     shares["train"] = 1 - shares["test"] - shares["val"]
     parts = {}
     for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
-        n = max(1, int(round(total * shares[name])))
-        parts[name] = make_pairs(imageset.labels, ids, n, n, rng)
+        n = max(1, int(round(total * shares[name]))) if len(ids) else 0
+        parts[name] = (make_pairs(imageset.labels, ids, n, n, rng) if n else
+                       (np.zeros((0, 2), np.int32), np.zeros(0, np.float32)))
     return PairSplits(parts["train"], parts["val"], parts["test"],
                       {"train": train_ids, "val": val_ids, "test": test_ids})
 

@@ -14,10 +14,10 @@ EMBEDDING_ACTIVATION = "relu"  # of the embedding layer, where an architecture s
 
 # Base networks as data: conv = [(filters, kernel, max-pool after?)], then Dense layers.
 ARCHITECTURES = {
-    # Seed 001 (AT&T faces): conv 6 -> 12, Dense 128 -> 50.
+    # The AT&T faces tutorial: conv 6 -> 12, Dense 128 -> 50.
     "att_faces": dict(conv=[(6, 3, True), (12, 3, True)], conv_dropout=0.25,
                       dense=[128], dense_dropout=0.1, embedding_dim=50),
-    # Seed 000 (PlantVillage): conv 16 -> 32 -> 16, Dense 128 -> 50.
+    # The PlantVillage project: conv 16 -> 32 -> 16, Dense 128 -> 50.
     "plantvillage": dict(conv=[(16, 3, True), (32, 3, True), (16, 3, True)],
                          conv_dropout=0.25, dense=[128], dense_dropout=0.1,
                          embedding_dim=50),
@@ -25,7 +25,7 @@ ARCHITECTURES = {
     # 128@4x4 (each max-pooled), 256@4x4, Dense 4096 sigmoid, the paper's initialisation.
     "koch": dict(conv=[(64, 10, True), (128, 7, True), (128, 4, True), (256, 4, False)],
                  embedding_dim=4096, embedding_activation="sigmoid", koch_init=True),
-    # Seed 003 (Fruits-360): Koch's four conv layers, Dense 4096 sigmoid.
+    # The Fruits-360 walkthrough: Koch's four conv layers, Dense 4096 sigmoid.
     "fruits360": dict(conv=[(64, 10, True), (128, 7, True), (128, 4, True),
                             (256, 4, False)],
                       embedding_dim=4096, embedding_activation="sigmoid"),
@@ -455,7 +455,7 @@ def l1_head(model):
 
 
 def fixed_threshold(config):
-    """The seeds' decision rule as a dissimilarity threshold (see metrics.dissimilarity):
+    """The write-ups' decision rule as a dissimilarity threshold (see metrics.dissimilarity):
     d < margin/2 for Euclidean models, p > 0.5 (1 - p < 0.5) for the weighted-L1 head."""
     return 0.5 if config["distance"] == "l1_sigmoid" else config["margin"] / 2
 
@@ -516,7 +516,7 @@ def configured_optimizer(config, steps_per_epoch):
 
 
 def compile_model(model, config, steps_per_epoch=1):
-    """Compile the pair model (pairing="pairs"): contrastive loss with the seed's
+    """Compile the pair model (pairing="pairs"): contrastive loss with the write-ups'
     accuracy at d < margin/2, or for the weighted-L1 head binary cross-entropy (y = 1
     genuine) with accuracy at p > 0.5."""
     if config["distance"] == "l1_sigmoid":

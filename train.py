@@ -1,7 +1,8 @@
 """Train a Siamese network as configs.py says, on the CPU by default.
 
-    python train.py                                  # offline default: digits
-    python train.py --dataset=att_faces --data_dir=data/att_faces --split=pairs
+    python train.py                     # offline default: the shipped mini Omniglot
+    python train.py --dataset=omniglot --data_dir=PATH/TO/omniglot/images_background
+    python train.py --dataset=folder --data_dir=my_photos --image_size=64,64
 
 Writes a new folder under out_dir with the weights, the architecture JSON, the full
 model, the embedding network, the config, the history, plots and test metrics.
@@ -16,6 +17,7 @@ import tf_setup  # noqa: F401  (quiet TensorFlow before keras loads it)
 import keras
 
 import evaluate
+import lake_runs
 import metrics
 import plots
 import prepare_data
@@ -203,9 +205,9 @@ def save_run(run_dir, model, base, config):
 
 def report(run_dir, config, saved_config, imageset, splits, model, base, record,
            calibrated=None):
-    """metrics.json (pair accuracy at the seeds' fixed rule on every part, with
+    """metrics.json (pair accuracy at the write-ups' fixed rule on every part, with
     `record` of the training), then the evaluation (evaluate.evaluate)."""
-    threshold = siamese_network_funcs.fixed_threshold(config)  # the seeds' rule
+    threshold = siamese_network_funcs.fixed_threshold(config)  # the write-ups' rule
     embeddings = metrics.embed(base, imageset.images)
     if not np.all(np.isfinite(embeddings)):
         raise RuntimeError(
@@ -224,9 +226,10 @@ def report(run_dir, config, saved_config, imageset, splits, model, base, record,
             results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
                                                                      threshold)
     runs.write_json(os.path.join(run_dir, "metrics.json"), results)
-    print(f"test pair accuracy at the seeds' fixed "
-          f"{siamese_network_funcs.fixed_rule(config)}: "
-          f"{results['test_pair_accuracy']:.4f} ({results['n_test_pairs']} pairs)")
+    if "test_pair_accuracy" in results:
+        print(f"test pair accuracy at the write-ups' fixed "
+              f"{siamese_network_funcs.fixed_rule(config)}: "
+              f"{results['test_pair_accuracy']:.4f} ({results['n_test_pairs']} pairs)")
     evaluate.evaluate(run_dir, saved_config, imageset, splits, embeddings,
                       threshold=calibrated, head=head)
 
@@ -247,7 +250,14 @@ def train(config):
           f": {len(splits.train[1])} train / {len(splits.val[1])} val / "
           f"{len(splits.test[1])} test pairs (half genuine)")
 
+    if not len(splits.class_split["test"]):
+        print(f"test_fraction=0: no {'parent folders' if config['split'] == 'groups' else 'classes'} "
+              f"are held back for testing; all but the validation part train. Test "
+              f"classes never seen in training afterwards (evaluate.py --lake_runs=DIR "
+              f"or --data_dir=FOLDER)")
     evaluate.oneshot_ways(imageset, splits, config)  # a --ways too large fails now
+    if config["lake_runs"]:
+        lake_runs.read_runs(config["lake_runs"])  # a wrong folder fails now, not after
     val_tasks = evaluate.validation_tasks(imageset, splits, config)
     if config["monitor"] == "val_oneshot" and not val_tasks:
         raise ValueError("monitor='val_oneshot' needs validation classes of their own: "
@@ -384,6 +394,8 @@ def train(config):
     try:
         report(run_dir, config, saved_config, imageset, splits, model, base, record,
                calibrated)
+        if config["lake_runs"]:
+            evaluate.lake_benchmark(run_dir, config["lake_runs"])
     except KeyboardInterrupt:
         print(f"\ninterrupted during the evaluation: the trained network is saved in "
               f"{run_dir}; python evaluate.py --run_dir={run_dir} evaluates it and "
@@ -410,7 +422,7 @@ def resume_config(argv):
 
 def main(argv):
     if wants_help(argv):
-        print(help_text(__doc__))
+        print(help_text(__doc__, argv=argv))
         return 0
     try:
         resuming = any(arg.startswith("--resume=") for arg in argv)

@@ -19,8 +19,8 @@ def _expected(value):
 
 def test_defaults_resolve_with_the_default_dataset_preset():
     config = get_config()
-    assert config["dataset"] == configs.dataset == "digits"
-    preset = configs.PRESETS["digits"]
+    assert config["dataset"] == configs.dataset == "omniglot_mini"
+    preset = configs.PRESETS["omniglot_mini"]
     # The preset must actually change something, or this test could not tell.
     assert any(getattr(configs, key) != value for key, value in preset.items())
     for key, value in preset.items():
@@ -83,7 +83,7 @@ def test_every_preset_resolves_to_a_valid_config(dataset):
     ("--data_dir=a=b", "data_dir", "a=b"),  # only the first '=' separates key and value
 ])
 def test_values_are_parsed_to_the_type_of_their_default(argument, key, expected):
-    value = get_config([argument])[key]
+    value = get_config(["--dataset=digits", argument])[key]
     assert value == expected
     assert type(value) is type(expected)
 
@@ -170,7 +170,7 @@ def test_out_of_range_number_raises_naming_the_key_and_the_bound(argument, key):
 
 @pytest.mark.parametrize("argument, key", [
     ("--test_fraction=1.5", "test_fraction"),
-    ("--test_fraction=0", "test_fraction"),
+    ("--test_fraction=-0.1", "test_fraction"),
     ("--val_fraction=1", "val_fraction"),
     ("--val_fraction=-0.1", "val_fraction"),
 ])
@@ -179,7 +179,21 @@ def test_fraction_outside_zero_one_raises(argument, key):
         get_config([argument])
     message = str(error.value)
     assert key in message
-    assert "between 0 and 1" in message
+    assert "from 0 up to, not including, 1" in message
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--val_fraction=0"], "val_fraction=0 leaves nothing to choose the epoch"),
+    (["--dataset=att_faces", "--test_fraction=0"], "test_fraction=0 (test on another "
+                                                   "folder of unseen classes) needs"),
+])
+def test_zero_fractions_that_cannot_work_are_refused(arguments, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_config(arguments)
+
+
+def test_test_fraction_zero_is_allowed_with_class_splits():
+    assert get_config(["--dataset=omniglot"])["test_fraction"] == 0.0
 
 
 @pytest.mark.parametrize("key, allowed", [
@@ -244,6 +258,7 @@ def test_malformed_argument_raises(argument):
     (["--dataset=att_faces_oneshot", "--augment=False"], "--flip=False"),
 ])
 def test_settings_that_cannot_work_together_raise_saying_what_to_change(argv, message):
+    argv = ["--dataset=digits", *argv]  # a preset of pair batches and val_loss
     with pytest.raises(ValueError, match=message):
         get_config(argv)
 
@@ -264,3 +279,135 @@ def test_help_lists_every_setting_and_exits_cleanly(capsys):
     assert evaluate.main(["-h"]) == 0
     printed = capsys.readouterr().out
     assert "--run_dir" in printed and "--ways=0" in printed and "--epochs" not in printed
+
+
+# --- help: every setting with its meaning, read from configs.py -----------------------
+
+def _help_entries(text):
+    """{key: (summary, meaning)} read back from help_text's layout: a setting's line at
+    column 2, the rest of its summary at 4, its meaning at 6."""
+    entries, key = {}, None
+    for line in text.splitlines():
+        if line.startswith("  --"):
+            key = line.split("=", 1)[0][4:]
+            entries[key] = [line.strip(), ""]
+        elif key and line.startswith("      "):
+            entries[key][1] = f"{entries[key][1]} {line.strip()}".strip()
+        elif key and line.startswith("    "):
+            entries[key][0] += " " + line.strip()
+        else:
+            key = None
+    return {key: tuple(entry) for key, entry in entries.items()}
+
+
+def _configs_lines():
+    with open(configs.__file__, encoding="utf-8") as handle:
+        return handle.read().splitlines()
+
+
+def _comment_lines(key):
+    """The text of the comment beside `key` in configs.py and of the `#` lines indented
+    under it, read as plain lines."""
+    lines = _configs_lines()
+    row = next(i for i, line in enumerate(lines) if line.startswith(f"{key} = "))
+    texts = [lines[row].split("  # ", 1)[1].strip()]
+    for line in lines[row + 1:]:
+        if not re.match(r"#\s{2,}\S", line):
+            break
+        texts.append(line[1:].strip())
+    return texts
+
+
+def _train_help(*argv):
+    """The help as `python train.py ARGV` prints it."""
+    return configurator.help_text("train.py's docstring.", argv=list(argv))
+
+
+def test_help_gives_every_setting_a_meaning_from_configs_py():
+    entries = _help_entries(_train_help("--help"))
+    assert set(entries) == set(configurator.defaults())
+    unexplained = sorted(key for key, (_, meaning) in entries.items() if not meaning)
+    assert unexplained == [], (f"configs.py has no comment saying what "
+                               f"{', '.join(unexplained)} mean(s)")
+
+
+def test_help_meaning_is_the_comment_beside_the_setting():
+    entries = _help_entries(_train_help("--help"))
+    summary, meaning = entries["margin"]
+    assert _comment_lines("margin")[0] in meaning
+    assert summary.startswith(f"--margin={configs.margin!r} (float)")
+    # A comment continued on lined-up `#` lines is one text, without the `#`s.
+    for key in ("split", "loss", "pairing"):
+        texts = _comment_lines(key)
+        assert len(texts) > 1, f"configs.py no longer continues {key}'s comment"
+        assert all(text in entries[key][1] for text in texts), key
+        assert "#" not in entries[key][1]
+
+
+def test_help_groups_settings_under_configs_sections_in_file_order():
+    text = _train_help("--help")
+    lines = _configs_lines()
+    headings = [re.match(r"# --- (.*?) -*$", line).group(1) for line in lines
+                if line.startswith("# --- ")]
+    assigned = [line.split(" = ", 1)[0] for line in lines
+                if re.match(r"\w+ = ", line)]
+    settings = [key for key in assigned if key in configurator.defaults()]
+    assert [line[:-1] for line in text.splitlines()
+            if line.endswith(":") and not line.startswith(" ")][1:] == headings
+    assert list(_help_entries(text)) == settings
+    assert max(map(len, text.splitlines())) <= configurator.HELP_WIDTH
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_train_help_with_a_dataset_shows_the_presets_values(capsys, flag):
+    import train
+    assert train.main(["--dataset=omniglot", flag]) == 0
+    entries = _help_entries(capsys.readouterr().out)
+    preset = configs.PRESETS["omniglot"]
+    assert preset["image_size"] != configs.image_size
+    summary, _ = entries["image_size"]
+    assert summary.startswith(f"--image_size={configs.image_size!r} ")
+    assert summary.endswith(f"; preset omniglot: {preset['image_size']!r}")
+    unset = next(key for key in configurator.defaults() if key not in preset)
+    assert "preset" not in entries[unset][0]
+
+
+def test_help_with_an_unknown_dataset_lists_the_presets():
+    text = _train_help("--dataset=nope", "--help")
+    sentence = " ".join(text.split()).split("--dataset='nope' is not a preset; ", 1)[1]
+    assert sentence.startswith(f"the presets are: {', '.join(configs.PRESETS)}.")
+    entries = _help_entries(text)
+    assert set(entries) == set(configurator.defaults())
+    assert not any("preset" in summary for summary, _ in entries.values())
+
+
+def test_help_for_some_keys_lists_only_them_without_presets():
+    text = configurator.help_text("evaluate.py's docstring.", ("ways", "data_dir"),
+                                  "Settings:", argv=["--dataset=omniglot"])
+    entries = _help_entries(text)
+    assert list(entries) == ["data_dir", "ways"]  # configs.py's order
+    assert "preset" not in text
+    with pytest.raises(ValueError, match="unknown setting 'wayz'"):
+        configurator.help_text("doc", ("wayz",))
+
+
+def test_setting_notes_read_comments_not_hashes_inside_strings(tmp_path):
+    source = tmp_path / "settings.py"
+    source.write_text("\n".join([
+        "# --- first -------",
+        'alpha = "a # b"  # what alpha is',
+        "#" + " " * 18 + "and more of it",
+        "beta = 2  # beta's meaning",
+        "# a remark of its own, not beta's",
+        "gamma = 3",
+        "",
+        "# --- second ---",
+        'delta = "x"  # "x": an x',
+        '#              "y": a y',
+    ]) + "\n", encoding="utf-8")
+    assert configurator.setting_notes(str(source)) == [
+        ("first", "alpha", "what alpha is and more of it"),
+        ("first", "beta", "beta's meaning"),
+        ("first", "gamma", ""),
+        ("second", "delta", '"x": an x; "y": a y'),
+    ]

@@ -25,7 +25,8 @@ SCRIPT = textwrap.dedent("""
     recipe = json.loads(sys.argv[2])
     losses = {}
     for distribute in ("none", "mirrored"):
-        config = get_config(out_dir=sys.argv[1], architecture="tiny", epochs=2,
+        config = get_config(dataset="digits", out_dir=sys.argv[1], architecture="tiny",
+                            epochs=2,
                             total_sample_size=400, batch_size=32, optimizer="sgd",
                             learning_rate=0.05, distribute=distribute, **recipe)
         run_dir = train.train(config)

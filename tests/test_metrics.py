@@ -128,3 +128,22 @@ def test_oneshot_accuracy_picks_the_nearest_and_with_a_head_the_most_similar():
     head = (np.array([1.0, 1.0]), 0.0)
     assert metrics.oneshot_accuracy(embeddings, queries, candidates, np.array([2]),
                                     head=head) == 1.0
+
+
+@pytest.mark.parametrize("accuracy, n, expected", [
+    (0.0, 10, (0.0, 0.2775)),  # Wilson 1927 / Newcombe 1998's 0 of 10
+    (0.5, 100, (0.4038, 0.5962)),
+    (1.0, 400, (0.9905, 1.0)),
+])
+def test_wilson_interval_matches_known_cases(accuracy, n, expected):
+    low, high = metrics.wilson_interval(accuracy, n)
+    assert (round(low, 4), round(high, 4)) == expected
+
+
+def test_wilson_interval_narrows_with_more_tasks_and_refuses_none():
+    narrow = metrics.wilson_interval(0.9, 2000)
+    wide = metrics.wilson_interval(0.9, 400)
+    assert wide[0] < narrow[0] < 0.9 < narrow[1] < wide[1]
+    with pytest.raises(ValueError, match="at least one trial"):
+        metrics.wilson_interval(0.5, 0)
+    assert metrics.with_interval(0.855, 400) == "0.8550 (95% CI 0.8171-0.8861, 400 tasks)"

@@ -1,5 +1,6 @@
 """evaluate.py and predict.py on a small trained run: evaluation files, verify, identify,
 enrolment by adding a folder, and the gallery cache."""
+import argparse
 import importlib.util
 import json
 import os
@@ -187,8 +188,8 @@ def test_identify_finds_enrolled_people_and_new_folders_without_retraining(run_d
     gallery = write_class_folders(tmp_path / "gallery", 4, per_class=2, seed=3)
     matcher = predict.Matcher(run_dir)
     embedded = []
-    original = matcher._embed
-    matcher._embed = lambda images: embedded.append(len(images)) or original(images)
+    original = matcher.embed
+    matcher.embed = lambda images: embedded.append(len(images)) or original(images)
 
     query = str(gallery / "person3" / "1.png")
     [result] = matcher.identify([query], str(gallery), top_k=2)
@@ -332,3 +333,55 @@ def test_identify_demo_refuses_what_it_cannot_use_without_a_traceback(run_dir, t
     assert demo.main([f"--run_dir={run}"]) == 2
     assert f"{person}: the run's people are no longer class folders" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("head", [None, (np.linspace(-1, 1, 8), 0.3)])
+def test_vectorised_class_distances_equal_the_per_class_loop(head):
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(300, 8)).astype(np.float32)
+    owners = [f"c{k}" for k in rng.integers(0, 40, 300)]  # classes interleaved
+    queries = rng.normal(size=(25, 8)).astype(np.float32)
+    per_class, names = predict.class_distances(queries, gallery, owners, head,
+                                               chunk_bytes=4096)  # several chunks
+    assert names == list(dict.fromkeys(owners))
+    owners = np.asarray(owners)
+    for query, row in zip(queries, per_class):
+        distances = predict.metrics.dissimilarity(gallery, query, head)
+        np.testing.assert_allclose(row, [distances[owners == n].min() for n in names],
+                                   rtol=1e-6)
+
+
+# --- predict.py -h ----------------------------------------------------------------
+def _commands():
+    parser = predict.build_parser()
+    action = next(action for action in parser._actions
+                  if isinstance(action, argparse._SubParsersAction))
+    return parser, action.choices
+
+
+def test_every_argument_of_every_command_has_a_help_string():
+    _, commands = _commands()
+    assert set(commands) == {"verify", "identify"}
+    for name, command in commands.items():
+        for action in command._actions:
+            assert action.help, f"predict.py {name} {action.dest} has no help"
+        assert "a run folder written by train.py" in command.format_help()
+
+
+def test_description_says_it_takes_a_command_and_paths_not_settings():
+    parser, _ = _commands()
+    description = " ".join(parser.format_help().split())
+    assert "python predict.py verify RUN IMG_A IMG_B" in description
+    assert ("Unlike train.py and evaluate.py, which take --key=value settings, "
+            "predict.py takes a command (verify or identify) and positional paths"
+            in description)
+
+
+def test_arguments_parse_as_before():
+    parser, _ = _commands()
+    args = parser.parse_args(["identify", "RUN", "q1.jpg", "q2.jpg", "--gallery=DIR"])
+    assert (args.command, args.run_dir, args.queries, args.gallery, args.top_k) == \
+        ("identify", "RUN", ["q1.jpg", "q2.jpg"], "DIR", 3)
+    args = parser.parse_args(["verify", "RUN", "IMG_A", "IMG_B"])
+    assert (args.command, args.run_dir, args.image_a, args.image_b) == \
+        ("verify", "RUN", "IMG_A", "IMG_B")

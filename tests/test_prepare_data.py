@@ -275,6 +275,17 @@ def test_split_classes_disjoint_covering_at_least_two_each(n_classes, test_fract
     assert len(test) == max(2, round(n_classes * test_fraction))
 
 
+def test_test_fraction_zero_trains_on_all_but_validation_and_draws_no_test_pairs(
+        digits):
+    train, val, test = split_classes(30, 0.0, 0.17, np.random.default_rng(0))
+    assert (len(train), len(val), len(test)) == (25, 5, 0)
+    splits = build_splits(digits, _config(test_fraction=0.0))
+    assert len(splits.class_split["test"]) == 0
+    assert splits.test[0].shape == (0, 2) and splits.test[1].shape == (0,)
+    assert len(splits.class_split["train"]) + len(splits.class_split["val"]) == 10
+    assert len(splits.train[1]) == round(2 * 500 * 0.7)  # val takes 0.3 of everything
+
+
 def test_split_classes_too_few_classes_raises():
     with pytest.raises(ValueError, match="5 classes"):
         split_classes(5, 0.25, 0.25, np.random.default_rng(0))

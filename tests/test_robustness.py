@@ -411,7 +411,8 @@ def run_dir(tmp_path_factory):
     """A real (tiny, 1-epoch) digits run: the model files predict.py needs."""
     import train
     out = tmp_path_factory.mktemp("runs")
-    return train.train(get_config(out_dir=str(out), epochs=1, total_sample_size=200,
+    return train.train(get_config(dataset="digits", out_dir=str(out), epochs=1,
+                                  total_sample_size=200,
                                   batch_size=32, trials=20))
 
 
@@ -503,7 +504,7 @@ def test_config_from_an_older_version_without_distance_still_works(run_dir, tmp_
     del config["distance"]  # written only since Koch's head was added
     old = _copy_run(run_dir, tmp_path, **{"config.json": json.dumps(config).encode(),
                                           "evaluation.json": None})
-    with pytest.warns(UserWarning, match="no evaluation.json: deciding by the seeds'"):
+    with pytest.warns(UserWarning, match="no evaluation.json: deciding by the write-ups'"):
         matcher = predict.Matcher(old)
     assert matcher.threshold == config["margin"] / 2
     assert matcher.verify(images[0], images[0])["same"]

@@ -25,7 +25,7 @@ from conftest import REPO_ROOT, write_class_folders
 
 # Measured with this config (seed 1337): test pair accuracy 0.79 on the 3 unseen digit
 # classes at the fixed threshold margin/2; an untrained network scores 0.50 there.
-SETTINGS = dict(epochs=4, total_sample_size=3000, batch_size=32)
+SETTINGS = dict(dataset="digits", epochs=4, total_sample_size=3000, batch_size=32)
 MIN_TEST_ACCURACY = 0.65
 
 RUN_FOLDER_FILES = ("model.weights.h5", "model_architecture.json", "model.keras",
@@ -322,7 +322,7 @@ def test_main_reports_an_unusable_out_dir(tmp_path, capsys):
     (dict(pairing="batch", loss="triplet", monitor="val_oneshot", projection_head=True),
      0.15, 0.6),
     # Koch's head overfits the 5 training digits (0.37-0.45 on unseen ones), so it is
-    # checked on the seed's protocol, classes shared (10-way, chance 0.1): measured
+    # checked on the AT&T tutorial's protocol, classes shared (10-way, chance 0.1): measured
     # one-shot 0.85, pair accuracy 0.93.
     (dict(pairing="pairs", distance="l1_sigmoid", loss="bce", split="pairs"), 0.5, 0.85),
 ])
@@ -472,7 +472,7 @@ def test_resume_refuses_a_folder_whose_classes_changed(tmp_path, monkeypatch, ca
 
 
 @pytest.mark.parametrize("recipe, calibration_needed", [
-    ({}, False),  # contrastive: the seeds' fixed rule is a fallback, with a warning
+    ({}, False),  # contrastive: the write-ups' fixed rule is a fallback, with a warning
     (dict(pairing="batch", loss="triplet", monitor="val_oneshot"), True),
 ])
 def test_ctrl_c_during_the_evaluation_keeps_the_network_and_says_how_to_finish(
@@ -494,7 +494,7 @@ def test_ctrl_c_during_the_evaluation_keeps_the_network_and_says_how_to_finish(
             predict.Matcher(run_dir)
     else:
         with pytest.warns(UserWarning, match="no evaluation.json: deciding by the "
-                                             "seeds' fixed rule d < margin/2"):
+                                             "write-ups' fixed rule d < margin/2"):
             assert predict.Matcher(run_dir).threshold == 0.5
     results = evaluate.evaluate_run(run_dir, {})
     assert predict.Matcher(run_dir).threshold == results["threshold"]
@@ -642,5 +642,5 @@ def test_ways_the_test_classes_cannot_meet_fail_before_training(tmp_path, monkey
     monkeypatch.setattr(train, "training_setup",
                         lambda *a, **k: pytest.fail("training started"))
     with pytest.raises(ValueError, match="--ways=3 or fewer"):
-        train.train(get_config(ways=5, epochs=1, out_dir=str(tmp_path)))
+        train.train(get_config(dataset="digits", ways=5, epochs=1, out_dir=str(tmp_path)))
     assert os.listdir(tmp_path) == []
