@@ -6,8 +6,8 @@ XLA, and pairs scored per image embedded (per-pair vs in-batch).
 1. The tf.data pipeline with no model: pairs/s that prepare_data.pair_dataset delivers
    (gather from the uint8 array, cast), as built (parallel map + prefetch), with a
    sequential map and no prefetch, and with Koch's distortions on.
-2. Training the seed 001 network (56x46, batch 128, contrastive) for --steps steps:
-   pairs/s with jit_compile off (the default) and on.
+2. Training the AT&T tutorial's network (56x46, batch 128, contrastive) for --steps
+   steps: pairs/s with jit_compile off (the default) and on.
 3. In-batch pairing (att_faces_oneshot: faces network, 128-image P x K batches, triplet
    loss) against per-pair batches of the same network: images embedded per second, and
    the pairs each step scores.
@@ -98,7 +98,7 @@ def main(argv):
     for name, rate in pipeline_only(imageset, pairs, y, batch, args.steps).items():
         print(f"   {name:36s} {rate:10,.0f}")
 
-    print("\n2. training the seed 001 network (pairs/s):")
+    print("\n2. training the AT&T tutorial's network (pairs/s):")
     data = prepare_data.pair_dataset(imageset.images, pairs, y, batch, shuffle=True,
                                      seed=SEED)
     for jit in (False, True):

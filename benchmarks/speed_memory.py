@@ -1,20 +1,20 @@
-"""Speed and memory: the seed tutorials' float64 pair array vs this project's pipeline.
+"""Speed and memory: the source write-ups' float64 pair array vs this project's pipeline.
 
     python benchmarks/speed_memory.py [--quick] [--data_dir=../shared/data]
                                       [--out=benchmarks/results.json]
 
 1. Training, side by side: same model, same pairs, batch 128, contrastive loss.
-   - seed: the AT&T tutorial's way. Every pair's pixels go into one float64 array of
-     the seed's shape (pairs, 2, 1, H, W), viewed channels-last for Keras 3 (kept
-     float64 as in the seed: fit() casts it to float32 itself), then
-     model.fit([x[:, 0], x[:, 1]], y).
+   - write-ups: the source write-ups' way, as in the AT&T tutorial. Every pair's pixels
+     go into one float64 array of the tutorial's shape (pairs, 2, 1, H, W), viewed
+     channels-last for Keras 3 (kept float64 as in the tutorial: fit() casts it to
+     float32 itself), then model.fit([x[:, 0], x[:, 1]], y).
    - ours: prepare_data.pair_dataset, which gathers each batch's pixels from one uint8
      array of the images.
    Each (approach, size, pairs) cell runs in a Python process of its own, because peak
    RSS only grows within a process. It reports training pairs/s over --steps steps
-   after one warm-up step, and the peak RSS (getrusage ru_maxrss) at the end. Seed
-   cells whose estimated peak RSS is above --max_gb (12 GB), or above the memory
-   available, are not run.
+   after one warm-up step, and the peak RSS (getrusage ru_maxrss) at the end.
+   Write-ups cells whose estimated peak RSS is above --max_gb (12 GB), or above the
+   memory available, are not run.
 2. Embedding: images/s of metrics.embed for the att_faces base (56x46) and the omniglot
    base (52x52), and the wall time of 400 20-way one-shot trials on the Omniglot
    background set (draw the trials, embed the images they need, score).
@@ -49,11 +49,11 @@ SIZES = {"56x46": ("att_faces", (56, 46)), "112x112": ("plantvillage", (112, 112
 EMBED_SHAPES = {"att_faces": (56, 46), "omniglot": (52, 52)}
 SEED = 1337
 GB = 2 ** 30
-# Estimated peak RSS of a seed cell: TensorFlow and the model, plus FIT_COPIES times the
-# float64 pair array (the array itself, fit()'s float32 copy of it, and TensorFlow's
-# copy of that). It is within 5% of the 2.5 and 10.0 GB measured for 20,000 pairs at
-# 56x46 and 112x112 on this machine; it is low for small arrays at 112x112, where the
-# model's activations alone take ~1.4 GB.
+# Estimated peak RSS of a write-ups cell: TensorFlow and the model, plus FIT_COPIES
+# times the float64 pair array (the array itself, fit()'s float32 copy of it, and
+# TensorFlow's copy of that). It is within 5% of the 2.5 and 10.0 GB measured for 20,000
+# pairs at 56x46 and 112x112 (benchmarks/results.json); it is low for small arrays at
+# 112x112, where the model's activations alone take ~1.4 GB.
 BASE_GB, FIT_COPIES = 0.7, 2.5
 # --quick: tiny sizes for a smoke test of a few seconds per cell.
 QUICK = dict(pairs=[2000], steps=3, embed_images=512, trials=40, per_class=2)
@@ -99,13 +99,13 @@ def load_omniglot(data_dir, per_class):
     return omniglot, f"Omniglot background from {folder}"
 
 
-def seed_pair_array(images, pairs):
+def writeups_pair_array(images, pairs):
     """The AT&T tutorial's training data: every pair's pixels in one float64 array of
-    the seed's shape (pairs, 2, 1, H, W).
+    the tutorial's shape (pairs, 2, 1, H, W).
 
     Returned as the channels-last view (pairs, 2, H, W, 1) that Keras 3 wants: with one
     channel this copies nothing. Values stay in [0, 255] as the shared model rescales
-    them (the seed divides by 255 here, one more temporary copy not counted).
+    them (the tutorial divides by 255 here, one more temporary copy not counted).
     """
     x = np.zeros((len(pairs), 2, 1) + images.shape[1:3], dtype=np.float64)
     for side in (0, 1):
@@ -148,8 +148,8 @@ def train_cell(cell):
     siamese_network_funcs.compile_model(model, config)
 
     started = time.perf_counter()
-    if cell["approach"] == "seed":
-        x = seed_pair_array(imageset.images, pairs)
+    if cell["approach"] == "write-ups":
+        x = writeups_pair_array(imageset.images, pairs)
         data = dict(x=[x[:, 0], x[:, 1]], y=y, batch_size=config["batch_size"])
     else:
         data = dict(x=prepare_data.pair_dataset(imageset.images, pairs, y,
@@ -271,20 +271,20 @@ def cpu_model():
     return "unknown"
 
 
-def seed_need_gb(n_pairs, shape):
+def writeups_need_gb(n_pairs, shape):
     """(float64 pair array, estimated peak RSS of its cell) in GB."""
     array_gb = n_pairs * 2 * shape[0] * shape[1] * 8 / GB
     return array_gb, BASE_GB + FIT_COPIES * array_gb
 
 
-LEAD = "{:<8} {:<13} {:>8}  {:<10} "  # size, model, pairs, approach
+LEAD = "{:<8} {:<13} {:>8}  {:<14} "  # size, model, pairs, approach
 ROW = LEAD + "{:>7} {:>11} {:>9} {:>12} {:>7}"
 
 
 def run_or_skip(cell, need_gb, max_gb):
-    """Run a cell, unless it is a seed cell whose estimated peak RSS is above `max_gb`
-    or above the memory available now."""
-    if cell["approach"] == "seed":
+    """Run a cell, unless it is a write-ups cell whose estimated peak RSS is above
+    `max_gb` or above the memory available now."""
+    if cell["approach"] == "write-ups":
         available = meminfo_gb("MemAvailable")
         if need_gb > min(max_gb, available):
             why = (f"limit {max_gb:g} GB" if need_gb > max_gb
@@ -306,23 +306,23 @@ def table_row(lead, result):
 
 def training(args):
     """Part 1: every (size, pairs, approach) cell, each printed as it finishes."""
-    print("\n== 1. Training: seed (float64 pair array) vs ours (pair_dataset over uint8 "
-          "images) ==")
+    print("\n== 1. Training: write-ups (float64 pair array) vs ours (pair_dataset over "
+          "uint8 images) ==")
     print(f"batch {args.batch_size}, contrastive loss, RMSprop; pairs/s over "
           f"{args.steps} steps after 1 warm-up step;\npeak RSS = ru_maxrss of each "
-          f"cell's own process; the seed's array stays float64 (fit() casts it to "
+          f"cell's own process; the write-ups' array stays float64 (fit() casts it to "
           f"float32)")
     print(ROW.format("size", "model", "pairs", "approach", "prep s", "1st step s",
                      "pairs/s", "peak RSS MB", "wall s"))
     cells, comparisons, sources = [], [], {}
     for size, (architecture, shape) in SIZES.items():
         for n_pairs in args.pairs:
-            array_gb, need_gb = seed_need_gb(n_pairs, shape)
-            runs_of = {"seed": [], "ours": []}
+            array_gb, need_gb = writeups_need_gb(n_pairs, shape)
+            runs_of = {"write-ups": [], "ours": []}
             # Alternate the two approaches --repeats times: the machine's speed drifts
             # by tens of percent between minutes, which one run of each cannot separate.
             for _ in range(args.repeats):
-                for approach in ("seed", "ours"):
+                for approach in ("write-ups", "ours"):
                     cell = dict(approach=approach, size=size, pairs=n_pairs,
                                 steps=args.steps, batch_size=args.batch_size,
                                 data_dir=args.data_dir)
@@ -332,38 +332,41 @@ def training(args):
                     if "pairs_per_s" in result:
                         runs_of[approach].append(result)
                         sources.setdefault(size, result["source"])
-                    if approach == "seed":
+                    if approach == "write-ups":
                         result.update(array_gb=array_gb, estimated_peak_gb=need_gb)
                     cells.append(dict(cell, **result))
             if runs_of["ours"]:
                 comparisons.append(compare(size, n_pairs, runs_of, need_gb))
-    print("ours/seed: pairs/s above 1x = ours faster; peak RSS below 1x = ours smaller")
+    print("ours/write-ups: pairs/s above 1x = ours faster; peak RSS below 1x = ours "
+          "smaller")
     for size, source in sources.items():
         print(f"images at {size}: {source}")
     return cells, comparisons
 
 
 def compare(size, n_pairs, runs_of, need_gb):
-    """ours / seed for one (size, pairs), printed under its rows: the median of the
-    rounds' speed ratios (each round's two cells ran one after the other, so a drift of
-    the machine's speed cancels out) and the largest peak RSS of each approach; against
-    the seed's estimated peak RSS when its cells were not run."""
-    ours, seed = runs_of["ours"], runs_of["seed"]
+    """ours / write-ups for one (size, pairs), printed under its rows: the median of
+    the rounds' speed ratios (each round's two cells ran one after the other, so a drift
+    of the machine's speed cancels out) and the largest peak RSS of each approach;
+    against the write-ups' estimated peak RSS when their cells were not run."""
+    ours, writeups = runs_of["ours"], runs_of["write-ups"]
     ours_rss = max(r["peak_rss_mb"] for r in ours)
-    seed_rss = max(r["peak_rss_mb"] for r in seed) if seed else need_gb * 1024
-    comparison = {"size": size, "pairs": n_pairs, "memory_ratio": ours_rss / seed_rss,
-                  "memory_vs": "measured" if seed else "estimate"}
+    writeups_rss = (max(r["peak_rss_mb"] for r in writeups) if writeups
+                    else need_gb * 1024)
+    comparison = {"size": size, "pairs": n_pairs, "memory_ratio": ours_rss / writeups_rss,
+                  "memory_vs": "measured" if writeups else "estimate"}
     speed = ""
-    if seed:
-        rounds = [o["pairs_per_s"] / s["pairs_per_s"] for o, s in zip(ours, seed)]
+    if writeups:
+        rounds = [o["pairs_per_s"] / w["pairs_per_s"] for o, w in zip(ours, writeups)]
         comparison.update(speed_ratio=statistics.median(rounds), speed_ratio_rounds=rounds)
         speed = f"{comparison['speed_ratio']:.2f}x"
         if len(rounds) > 1:
             speed += f" ({min(rounds):.2f}-{max(rounds):.2f})"
-    memory = f"{comparison['memory_ratio']:.2f}x" + ("" if seed else " of est.")
-    print(ROW.format("", "", "", "ours/seed", "", "", "", memory, "").rstrip(), flush=True)
+    memory = f"{comparison['memory_ratio']:.2f}x" + ("" if writeups else " of est.")
+    print(ROW.format("", "", "", "ours/write-ups", "", "", "", memory, "").rstrip(),
+          flush=True)
     if speed:
-        print(f"{'':>44}pairs/s ours/seed, median of the rounds: {speed}", flush=True)
+        print(f"{'':>48}pairs/s ours/write-ups, median of the rounds: {speed}", flush=True)
     return comparison
 
 
@@ -431,11 +434,12 @@ def parse_args(argv):
                         help="timed training steps, after one warm-up step")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3,
-                        help="rounds of (seed, ours) cells run one after the other; the "
-                             "speed ratio is the median of the rounds' ratios, the "
-                             "memory ratio uses the largest peak RSS")
+                        help="rounds of (write-ups, ours) cells run one after the "
+                             "other; the speed ratio is the median of the rounds' "
+                             "ratios, the memory ratio uses the largest peak RSS")
     parser.add_argument("--max_gb", type=float, default=12.0,
-                        help="skip seed cells whose estimated peak RSS is above this")
+                        help="skip write-ups cells whose estimated peak RSS is above "
+                             "this")
     parser.add_argument("--embed_images", type=int, default=10000)
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--ways", type=int, default=20)
