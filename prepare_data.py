@@ -471,6 +471,9 @@ def merge_validation(splits):
                        "val": classes["val"][:0], "test": classes["test"]})
 
 
+UNSEEN_TEST_SHARE = 0.25  # configs.test_fraction's default
+
+
 def unseen_splits(imageset, config):
     """Every class of `imageset` as unseen test classes (evaluating on another folder):
     balanced test pairs among them, no training or validation pairs."""
@@ -480,7 +483,10 @@ def unseen_splits(imageset, config):
                          f"at least 2 such classes (impostor pairs, one-shot tasks)")
     rng = np.random.default_rng(config["seed"])
     everyone = np.arange(len(imageset.class_names))
-    n = max(1, int(round(config["total_sample_size"] * config["test_fraction"])))
+    # As many test pairs as the run's own test part had; a run that held no test part
+    # back (test_fraction=0) gets configs.py's default share.
+    share = config["test_fraction"] or UNSEEN_TEST_SHARE
+    n = max(1, int(round(config["total_sample_size"] * share)))
     empty = (np.zeros((0, 2), np.int32), np.zeros(0, np.float32))
     return PairSplits(empty, empty, make_pairs(imageset.labels, everyone, n, n, rng),
                       {"train": everyone[:0], "val": everyone[:0], "test": everyone})

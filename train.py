@@ -226,7 +226,10 @@ def report(run_dir, config, saved_config, imageset, splits, model, base, record,
             results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
                                                                      threshold)
     runs.write_json(os.path.join(run_dir, "metrics.json"), results)
-    if "test_pair_accuracy" in results:
+    # For triplet, supcon and normsoftmax runs the rule means nothing: the evaluation
+    # below reports it with that caveat, beside the calibrated threshold.
+    if "test_pair_accuracy" in results and siamese_network_funcs.fixed_rule_applies(
+            config):
         print(f"test pair accuracy at the write-ups' fixed "
               f"{siamese_network_funcs.fixed_rule(config)}: "
               f"{results['test_pair_accuracy']:.4f} ({results['n_test_pairs']} pairs)")

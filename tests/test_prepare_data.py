@@ -286,6 +286,15 @@ def test_test_fraction_zero_trains_on_all_but_validation_and_draws_no_test_pairs
     assert len(splits.train[1]) == round(2 * 500 * 0.7)  # val takes 0.3 of everything
 
 
+@pytest.mark.parametrize("test_fraction, pairs", [(0.3, 300), (0.0, 250)])
+def test_another_folder_is_all_test_pairs_even_for_a_run_without_a_test_part(
+        digits, test_fraction, pairs):
+    splits = prepare_data.unseen_splits(digits, _config(test_fraction=test_fraction))
+    assert len(splits.test[1]) == pairs and splits.test[1].sum() == pairs / 2
+    assert len(splits.train[1]) == len(splits.val[1]) == 0
+    assert len(splits.class_split["test"]) == 10
+
+
 def test_split_classes_too_few_classes_raises():
     with pytest.raises(ValueError, match="5 classes"):
         split_classes(5, 0.25, 0.25, np.random.default_rng(0))
