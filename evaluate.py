@@ -15,14 +15,16 @@ lake_runs.json and lake_runs.png.
 import itertools
 import os
 import sys
+import warnings
 
 import numpy as np
 
+import calibration
+import lake_runs
 import metrics
 import plots
 import prepare_data
 import runs
-import lake_runs
 import siamese_network_funcs
 from configurator import help_text, parse_args, resolve, wants_help
 
@@ -81,15 +83,18 @@ def validation_tasks(imageset, splits, config):
 
 
 def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
-             report_dir=None, head=None):
+             report_dir=None, head=None, reference=None):
     """Score `embeddings` (of every image in `imageset`) on `splits` and write
     evaluation.json and the plots.
 
     The verification threshold is the one with the best accuracy on the validation
     pairs; with no validation pairs (another folder) the run's calibrated `threshold`
     is used. A split without test classes (test_fraction=0: the test is another
-    folder, or Lake's runs) reports the calibration and validation alone. Returns the
-    results dict.
+    folder, or Lake's runs) reports the calibration and validation alone. With
+    `reference` (the run's validation spread, calibration.impostor_summary),
+    `imageset` is another folder: the report adds what a threshold re-calibrated on
+    half its classes gives on the other half, and whether its distances drift.
+    Returns the results dict.
     """
     report_dir = report_dir or run_dir
     os.makedirs(report_dir, exist_ok=True)
@@ -102,6 +107,10 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
         results["val_pair_accuracy"] = val_accuracy
         results["eer_threshold"] = metrics.roc(val_d, splits.val[1])[5]
         results["threshold_source"] = "best accuracy on the validation pairs"
+        # What the threshold knows, for predict.py's drift warning.
+        val_images = np.isin(imageset.labels, splits.class_split["val"])
+        results["impostor_distances"] = calibration.impostor_summary(
+            embeddings[val_images], imageset.labels[val_images], head)
     elif config["refit"]:
         results["threshold_source"] = ("best accuracy on the validation pairs, before "
                                        "the refit trained on them")
@@ -113,6 +122,9 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     if len(test_classes):
         results.update(verification(config, embeddings, splits, threshold, head,
                                     report_dir))
+        if reference is not None:
+            results.update(recalibration(config, imageset, embeddings, threshold, head,
+                                         reference))
         results.update(test_oneshot(config, imageset, splits, embeddings, head,
                                     report_dir))
     val_tasks = validation_tasks(imageset, splits, config)
@@ -156,6 +168,22 @@ def verification(config, embeddings, splits, threshold, head, report_dir):
     plots.plot_roc(fpr, tpr, auc, eer, os.path.join(report_dir, "roc.png"))
     plots.plot_distance_hist(test_d, test_labels, threshold,
                              os.path.join(report_dir, "distance_hist.png"))
+    return results
+
+
+def recalibration(config, imageset, embeddings, threshold, head, reference):
+    """On another folder: accuracy at a threshold calibrated on half its classes and
+    at the run's `threshold`, both scored on the other half; and the median distance
+    between its classes when it lies outside the run's `reference` range."""
+    results = {"drift_median": calibration.drift(embeddings, imageset.labels, reference,
+                                                 head),
+               "reference": reference}
+    try:
+        results["recalibrated"] = calibration.calibrate(
+            embeddings, imageset.labels, head, seed=config["seed"], compare=threshold)
+    except ValueError as error:
+        results["recalibrated"] = None
+        results["recalibration_refused"] = str(error)
     return results
 
 
@@ -224,6 +252,23 @@ def print_test_report(results):
               f"the other {results['n_test_pairs_not_in_training']} "
               f"({results['n_test_genuine_pairs_not_in_training']} genuine): "
               f"{results['test_pair_accuracy_not_in_training']:.4f}")
+    recalibrated = results.get("recalibrated")
+    if recalibrated:
+        at_run = recalibrated["expected_at_compared"]["accuracy"]
+        print(f"  re-calibrated on {recalibrated['calibration_classes']} of these classes "
+              f"and scored on the other {recalibrated['check_classes']}: verification "
+              f"{recalibrated['expected']['accuracy']:.4f} at threshold "
+              f"{recalibrated['threshold']:.4f}, against {at_run:.4f} at the run's "
+              f"{results['threshold']:.4f} and {recalibrated['check_best_accuracy']:.4f} "
+              f"at the best threshold for those pairs (python predict.py calibrate RUN "
+              f"--gallery=DIR sets such a threshold)")
+    elif "recalibration_refused" in results:
+        print(f"  not re-calibrated: {results['recalibration_refused']}")
+    if results.get("drift_median") is not None:
+        warnings.warn(calibration.drift_message(
+            results["drift_median"], results["reference"], results["threshold"],
+            "the run's validation classes",
+            "python predict.py calibrate RUN --gallery=DIR sets it on your classes"))
     group = ", candidates within one group" if results["within_group"] else ""
     print(f"  {results['ways']}-way one-shot{group}: model "
           f"{metrics.with_interval(results['oneshot_accuracy'], results['trials'])} | "
@@ -296,9 +341,11 @@ def evaluate_run(run_dir, overrides, report_dir=None):
                     f"it never saw")
         splits = prepare_data.unseen_splits(imageset, config)
         config["split"] = "classes"
+        reference = trained.get("impostor_distances", {})  # {}: an older run, no check
     else:
         imageset = prepare_data.load_dataset(config)
         splits = prepare_data.build_splits(imageset, config)
+        reference = None
         if trained_on:
             prepare_data.check_same_classes(imageset, splits, trained_on,
                                             config["data_dir"])
@@ -314,7 +361,8 @@ def evaluate_run(run_dir, overrides, report_dir=None):
         calibrated = siamese_network_funcs.fixed_threshold(config)
     return evaluate(run_dir, config, imageset, splits, metrics.embed(base, imageset.images),
                     threshold=calibrated,
-                    report_dir=report_dir, head=siamese_network_funcs.l1_head(model))
+                    report_dir=report_dir, head=siamese_network_funcs.l1_head(model),
+                    reference=reference)
 
 
 def lake_benchmark(run_dir, all_runs_dir, report_dir=None):

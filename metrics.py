@@ -63,6 +63,38 @@ def best_threshold(distances, labels):
     return float(threshold), float(correct[k] / max(len(labels), 1))
 
 
+def far_threshold(distances, labels, far):
+    """The largest threshold ("same" = d < threshold) at which at most a share `far` of
+    the impostor pairs is accepted: the k-th smallest impostor distance, k = floor(far x
+    impostors), so exactly the k nearer impostors fall below it (fewer on ties)."""
+    if not 0 <= far < 1:
+        raise ValueError(f"far must be from 0 up to, not including, 1 (a share of the "
+                         f"impostor pairs, e.g. 0.001); got {far!r}")
+    impostors = np.sort(np.asarray(distances, np.float64)[np.asarray(labels) == 0])
+    if not len(impostors):
+        raise ValueError("a false-accept rate needs impostor pairs")
+    return float(impostors[int(np.floor(far * len(impostors)))])
+
+
+def error_rates(distances, labels, threshold):
+    """{"accuracy", "far", "frr"} at `threshold`: the share of all pairs judged right,
+    of impostor pairs accepted (d < threshold) and of genuine pairs rejected."""
+    distances, labels = np.asarray(distances), np.asarray(labels)
+    accepted = distances < threshold
+    return {"accuracy": pair_accuracy(distances, labels, threshold),
+            "far": float(np.mean(accepted[labels == 0])) if np.any(labels == 0) else None,
+            "frr": float(np.mean(~accepted[labels == 1])) if np.any(labels == 1) else None}
+
+
+def similarity(distance, threshold):
+    """A score in [0, 1] beside a distance: 2^-(d / threshold)^2, so 1 for identical
+    embeddings, 0.5 exactly at the threshold (the decision boundary) and towards 0 far
+    beyond it. Decisions stay on the distance; this only reads more easily."""
+    # A threshold of 0 accepts nothing: every distance above 0 scores 0.
+    scale = max(float(threshold), np.finfo(np.float64).tiny)
+    return np.exp2(-np.square(np.asarray(distance, np.float64) / scale))
+
+
 def roc(distances, labels):
     """ROC of "same" scored by -distance: (fpr, tpr, thresholds as distances, auc, eer,
     eer_threshold). The equal error rate is where false accepts = false rejects."""

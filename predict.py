@@ -1,11 +1,14 @@
 """Use a trained network without retraining: verify two images, or identify a person
 from a gallery where each person is a folder of one or more photos.
 
-    python predict.py verify RUN IMG_A IMG_B
+    python predict.py verify RUN IMG_A IMG_B [--gallery=DIR]
     python predict.py identify RUN --gallery=DIR QUERY [QUERY ...] [--top_k=3]
+    python predict.py calibrate RUN --gallery=DIR [--far=0.001]
 
 Enrolling someone new = adding a folder to the gallery. Gallery embeddings are cached
-in DIR/.siamese-cache-<model>.npz and refreshed for the files that changed.
+in DIR/.siamese-cache-<model>.npz and refreshed for the files that changed. `calibrate`
+sets the same/different threshold on the gallery's own classes and stores it in
+DIR/.siamese-threshold-<model>.json, where verify and identify with that gallery use it.
 
 From Python:
 
@@ -24,6 +27,7 @@ import zipfile
 
 import numpy as np
 
+import calibration
 import metrics
 import prepare_data
 import runs
@@ -46,6 +50,9 @@ class Matcher:
         model, self.base = runs.load_models(run_dir)
         self.head = siamese_network_funcs.l1_head(model)  # None: Euclidean distance
         evaluation = runs.read_json(os.path.join(run_dir, "evaluation.json"), default={})
+        # What the run's threshold knows: the spread of its validation classes.
+        self.reference = evaluation.get("impostor_distances")
+        self.threshold_source = "the run's, calibrated on its validation pairs"
         if "threshold" in evaluation:
             self.threshold = evaluation["threshold"]
             if isinstance(self.threshold, bool) or not isinstance(self.threshold,
@@ -65,8 +72,10 @@ class Matcher:
             warnings.warn(f"{run_dir} has no evaluation.json: deciding by the write-ups' "
                           f"fixed {rule}; {calibrate}")
             self.threshold = siamese_network_funcs.fixed_threshold(config)
+            self.threshold_source = f"the fixed {rule}"
         with open(os.path.join(run_dir, "embedding.keras"), "rb") as handle:
             self.model_id = hashlib.sha1(handle.read()).hexdigest()[:12]
+        self.run_dir = run_dir
 
     def load(self, path):
         """One image file preprocessed exactly as in training, whatever its size or mode."""
@@ -89,13 +98,43 @@ class Matcher:
         """Embeddings (N, D) of preprocessed images (a list of uint8 (H, W, C))."""
         return metrics.embed(self.base, np.stack(images))
 
-    def verify(self, path_a, path_b):
-        """Distance between two images (1 - p(same) for Koch's head) and the decision
-        at the calibrated threshold."""
+    def verify(self, path_a, path_b, gallery_dir=None):
+        """Distance between two images (1 - p(same) for Koch's head), its similarity
+        (metrics.similarity) and the decision at the threshold: the one calibrated on
+        `gallery_dir` where `calibrate` stored one, else the run's."""
         a, b = self.embed_files([path_a, path_b])
         distance = float(metrics.dissimilarity(a, b, self.head))
-        return {"distance": distance, "threshold": self.threshold,
-                "same": distance < self.threshold}
+        threshold, source = (self.threshold_for(gallery_dir) if gallery_dir
+                             else (self.threshold, self.threshold_source))
+        return {"distance": distance, "threshold": threshold, "threshold_source": source,
+                "similarity": float(metrics.similarity(distance, threshold)),
+                "same": distance < threshold}
+
+    def calibration_file(self, gallery_dir):
+        return os.path.join(gallery_dir, f".siamese-threshold-{self.model_id}.json")
+
+    def threshold_for(self, gallery_dir):
+        """(threshold, where it came from) for decisions on `gallery_dir`'s classes."""
+        stored = runs.read_json(self.calibration_file(gallery_dir), default={})
+        if isinstance(stored.get("threshold"), float):
+            return stored["threshold"], (f"calibrated on the gallery {gallery_dir} by "
+                                         f"{stored['rule']}")
+        return self.threshold, self.threshold_source
+
+    def calibrate(self, gallery_dir, far=None, seed=0):
+        """Calibrate a threshold on a labelled gallery (calibration.calibrate: half its
+        classes set it, the other half measure it) and store it with the gallery, where
+        verify and identify with that gallery use it. Returns the report."""
+        embeddings, owners, _ = self.gallery(gallery_dir)
+        try:
+            report = calibration.calibrate(embeddings, owners, self.head, far, seed)
+        except ValueError as error:
+            raise ValueError(f"gallery {gallery_dir!r} cannot be calibrated: {error}; "
+                             f"the run's threshold ({self.threshold:.4f}) stays in use"
+                             ) from None
+        report["run_threshold"] = self.threshold
+        runs.write_json(self.calibration_file(gallery_dir), report)
+        return report
 
     def gallery(self, gallery_dir):
         """(embeddings, class per image, paths) of a gallery folder, from the cache
@@ -142,24 +181,41 @@ class Matcher:
             raise ValueError(f"top_k must be a whole number >= 1 (how many gallery "
                              f"classes to list per query); got {top_k!r}")
         embeddings, owners, _ = self.gallery(gallery_dir)
+        threshold, source = self.threshold_for(gallery_dir)
+        self.warn_on_drift(embeddings, owners, gallery_dir)
         ranked = self.rank(self.embed_files(list(query_paths)), embeddings, owners,
-                           top_k)
+                           top_k, threshold)
         for path, result in zip(query_paths, ranked):
-            result["query"] = path
+            result.update(query=path, threshold_source=source)
         return ranked
 
-    def rank(self, queries, embeddings, owners, top_k=3):
-        """For each query embedding: {"match", "top"}, the top_k classes of `owners`
-        (one per gallery embedding) by their nearest image, and the best as `match`,
-        or "unknown" when even it is beyond the threshold. Ties keep the classes'
-        order of first appearance in `owners`."""
+    def warn_on_drift(self, embeddings, owners, gallery_dir):
+        """Warn when the gallery's classes lie nearer or farther apart than those its
+        threshold was calibrated on (calibration.drift)."""
+        stored = runs.read_json(self.calibration_file(gallery_dir), default={})
+        reference = stored.get("impostor_distances", self.reference)
+        median = calibration.drift(embeddings, owners, reference, self.head)
+        if median is not None:
+            threshold, source = self.threshold_for(gallery_dir)
+            warnings.warn(calibration.drift_message(
+                median, reference, threshold, source,
+                f"python predict.py calibrate {self.run_dir} --gallery={gallery_dir} "
+                f"sets it on this gallery's classes"))
+
+    def rank(self, queries, embeddings, owners, top_k=3, threshold=None):
+        """For each query embedding: {"match", "top", "similarity", "threshold"}, the
+        top_k classes of `owners` (one per gallery embedding) by their nearest image,
+        and the best as `match`, or "unknown" when even it is beyond `threshold` (the
+        run's by default). Ties keep the classes' order of first appearance."""
+        threshold = self.threshold if threshold is None else threshold
         per_class, names = class_distances(queries, embeddings, owners, self.head)
         order = np.argsort(per_class, axis=1, kind="stable")[:, :top_k]
         results = []
         for row, columns in zip(per_class, order):
             top = [(names[c], float(row[c])) for c in columns]
-            match = top[0][0] if top[0][1] < self.threshold else "unknown"
-            results.append({"match": match, "top": top})
+            match = top[0][0] if top[0][1] < threshold else "unknown"
+            results.append({"match": match, "top": top, "threshold": threshold,
+                            "similarity": float(metrics.similarity(top[0][1], threshold))})
         return results
 
 
@@ -226,7 +282,7 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"{usage_paragraphs}\n\n"
                     "Unlike train.py and evaluate.py, which take --key=value settings, "
-                    "predict.py takes a\ncommand (verify or identify) and positional "
+                    "predict.py takes a\ncommand (verify, identify or calibrate) and positional "
                     "paths: it acts on files, a trained run\nand images, and changes no "
                     "setting.")
     commands = parser.add_subparsers(dest="command", required=True,
@@ -235,11 +291,14 @@ def build_parser():
     run_help = "a run folder written by train.py, e.g. runs/att_faces-20261125-101500"
     verify = commands.add_parser("verify", help="are two images of the same class?",
                                  description="Are two images of the same class? "
-                                             "Prints same or different, the distance "
-                                             "and the run's calibrated threshold.")
+                                             "Prints same or different, the distance, "
+                                             "its similarity and the threshold.")
     verify.add_argument("run_dir", help=run_help)
     verify.add_argument("image_a", help="an image file")
     verify.add_argument("image_b", help="the image file to compare with image_a")
+    gallery_threshold = ("decide by the threshold `calibrate` stored with this gallery "
+                         "(else the run's)")
+    verify.add_argument("--gallery", help=gallery_threshold)
     identify = commands.add_parser("identify", help="whose images are these?",
                                    description="Whose images are these? Prints, per "
                                                "query, the nearest gallery classes and "
@@ -253,7 +312,34 @@ def build_parser():
     identify.add_argument("--top_k", type=int, default=3,
                           help="how many gallery classes to list per query, nearest "
                                "first (default %(default)s)")
+    calibrate = commands.add_parser(
+        "calibrate", help="set the threshold on a gallery's own classes",
+        description="Set the same/different threshold on a labelled gallery: half its "
+                    "classes calibrate it, the other half measure the accuracy and "
+                    "error rates to expect. Stores it with the gallery.")
+    calibrate.add_argument("run_dir", help=run_help)
+    calibrate.add_argument("--gallery", required=True,
+                           help="folder with one sub-folder of images per person/class; "
+                                "at least 4 classes with 2 or more images")
+    calibrate.add_argument("--far", type=float,
+                           help="the false-accept rate to allow, e.g. 0.001 (default: "
+                                "the threshold of best accuracy)")
     return parser
+
+
+def print_calibration(report, gallery):
+    expected = report["expected"]
+    print(f"threshold {report['threshold']:.4f} by {report['rule']} on "
+          f"{report['calibration_classes']} classes of {gallery} "
+          f"({report['calibration_pairs']} pairs; equal-error-rate threshold "
+          f"{report['eer_threshold']:.4f}); the run's was "
+          f"{report['run_threshold']:.4f}")
+    print(f"expected on the other {report['check_classes']} classes "
+          f"({report['check_pairs']} pairs): accuracy {expected['accuracy']:.4f}, "
+          f"false accepts {expected['far']:.4f}, false rejects {expected['frr']:.4f} "
+          f"(ROC AUC {report['check_roc_auc']:.4f})")
+    print(f"stored with the gallery: verify --gallery={gallery} and identify "
+          f"--gallery={gallery} decide by it")
 
 
 def main(argv):
@@ -261,15 +347,21 @@ def main(argv):
     try:
         matcher = Matcher(args.run_dir)
         if args.command == "verify":
-            result = matcher.verify(args.image_a, args.image_b)
+            result = matcher.verify(args.image_a, args.image_b, args.gallery)
             decision = "same" if result["same"] else "different"
-            print(f"{decision}: distance {result['distance']:.4f} "
-                  f"(threshold {result['threshold']:.4f})")
+            print(f"{decision}: distance {result['distance']:.4f}, similarity "
+                  f"{result['similarity']:.2f} (threshold {result['threshold']:.4f}: "
+                  f"{result['threshold_source']})")
+        elif args.command == "calibrate":
+            print_calibration(matcher.calibrate(args.gallery, args.far), args.gallery)
         else:
-            for result in matcher.identify(args.queries, args.gallery, args.top_k):
+            results = matcher.identify(args.queries, args.gallery, args.top_k)
+            print(f"threshold {results[0]['threshold']:.4f}: "
+                  f"{results[0]['threshold_source']}")
+            for result in results:
                 ranked = ", ".join(f"{name} {d:.4f}" for name, d in result["top"])
-                print(f"{result['query']}: {result['match']}  (nearest: {ranked}; "
-                      f"threshold {matcher.threshold:.4f})")
+                print(f"{result['query']}: {result['match']}, similarity "
+                      f"{result['similarity']:.2f}  (nearest: {ranked})")
     except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

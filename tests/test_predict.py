@@ -260,19 +260,68 @@ def test_predict_cli(run_dir, capsys):
     assert "top_k must be a whole number >= 1" in capsys.readouterr().err
 
 
-def load_identify_demo():
-    """examples/identify_demo.py as a module (examples/ is not a package)."""
-    path = os.path.join(REPO_ROOT, "examples", "identify_demo.py")
-    spec = importlib.util.spec_from_file_location("identify_demo", path)
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
-    return demo
+def test_calibrate_stores_a_threshold_that_verify_and_identify_use_and_name(
+        run_dir, tmp_path, capsys):
+    gallery = write_class_folders(tmp_path / "gallery", 8, per_class=3, seed=5)
+    assert predict.main(["calibrate", run_dir, f"--gallery={gallery}"]) == 0
+    printed = capsys.readouterr().out
+    assert "expected on the other 4 classes" in printed and "false accepts" in printed
+    matcher = predict.Matcher(run_dir)
+    stored = json.load(open(matcher.calibration_file(str(gallery))))
+    a, b = str(gallery / "person2" / "1.png"), str(gallery / "person2" / "2.png")
+    result = matcher.verify(a, b, str(gallery))
+    assert result["threshold"] == stored["threshold"] != matcher.threshold
+    assert result["threshold_source"].startswith(f"calibrated on the gallery {gallery}")
+    assert result["same"] == (result["distance"] < stored["threshold"])
+    assert 0 < result["similarity"] <= 1
+    plain = matcher.verify(a, b)
+    assert plain["threshold"] == matcher.threshold
+    assert plain["threshold_source"] == "the run's, calibrated on its validation pairs"
+    [found] = matcher.identify([a], str(gallery))
+    assert found["threshold"] == stored["threshold"]
+    assert found["threshold_source"] == result["threshold_source"]
+    assert predict.main(["identify", run_dir, a, f"--gallery={gallery}"]) == 0
+    assert f"calibrated on the gallery {gallery}" in capsys.readouterr().out
+
+
+def test_a_gallery_of_one_image_per_class_cannot_be_calibrated(run_dir, tmp_path,
+                                                               capsys):
+    gallery = write_class_folders(tmp_path / "gallery", 6, per_class=1)
+    assert predict.main(["calibrate", run_dir, f"--gallery={gallery}"]) == 2
+    error = capsys.readouterr().err
+    assert "every class holds one image" in error and "stays in use" in error
+    assert not list(gallery.glob(".siamese-threshold-*.json"))
+
+
+def test_shift_photos_copies_the_test_classes_in_four_takes(run_dir, tmp_path):
+    shift_photos = load_example("shift_photos")
+    assert shift_photos.main([f"--run_dir={run_dir}", f"--out={tmp_path}"]) == 0
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    for take in ("as_taken", "framing", "light", "both"):
+        assert sorted(os.listdir(tmp_path / take)) == sorted(config["classes"]["test"])
+    original = Image.open(os.path.join(config["data_dir"], config["classes"]["test"][0],
+                                       "1.png"))
+    taken = Image.open(tmp_path / "as_taken" / config["classes"]["test"][0] / "1.png")
+    framed = np.asarray(Image.open(tmp_path / "framing" / config["classes"]["test"][0]
+                                   / "1.png"))
+    np.testing.assert_array_equal(np.asarray(taken), np.asarray(original))
+    assert framed.shape == np.asarray(original).shape and framed[0, 0] == 128
+
+
+def load_example(name):
+    """examples/NAME.py as a module (examples/ is not a package)."""
+    path = os.path.join(REPO_ROOT, "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
 
 
 def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_path,
                                                                capsys):
     # README's `python examples/identify_demo.py --run_dir=RUN`, on the small run.
-    demo = load_identify_demo()
+    demo = load_example("identify_demo")
     gallery = tmp_path / "gallery"
     assert demo.main([f"--run_dir={run_dir}", f"--gallery={gallery}"]) == 0
     enrolled, added, where = capsys.readouterr().out.strip().split("\n")
@@ -306,7 +355,7 @@ def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_pat
 ])
 def test_identify_demo_says_why_a_run_cannot_show_enrolment(config, metrics_json,
                                                             reason):
-    demo = load_identify_demo()
+    demo = load_example("identify_demo")
     assert reason in demo.demo_cannot_use(config, metrics_json)
     assert demo.demo_cannot_use(dict(config, data_dir="faces", split="classes"),
                                 {"val_classes": ["s1"]}) is None
@@ -314,7 +363,7 @@ def test_identify_demo_says_why_a_run_cannot_show_enrolment(config, metrics_json
 
 def test_identify_demo_refuses_what_it_cannot_use_without_a_traceback(run_dir, tmp_path,
                                                                     capsys):
-    demo = load_identify_demo()
+    demo = load_example("identify_demo")
     used = tmp_path / "used"
     (used / "someone").mkdir(parents=True)  # the user's own gallery: not mixed in
     a_file = tmp_path / "a_file"
@@ -361,7 +410,7 @@ def _commands():
 
 def test_every_argument_of_every_command_has_a_help_string():
     _, commands = _commands()
-    assert set(commands) == {"verify", "identify"}
+    assert set(commands) == {"verify", "identify", "calibrate"}
     for name, command in commands.items():
         for action in command._actions:
             assert action.help, f"predict.py {name} {action.dest} has no help"
@@ -373,7 +422,7 @@ def test_description_says_it_takes_a_command_and_paths_not_settings():
     description = " ".join(parser.format_help().split())
     assert "python predict.py verify RUN IMG_A IMG_B" in description
     assert ("Unlike train.py and evaluate.py, which take --key=value settings, "
-            "predict.py takes a command (verify or identify) and positional paths"
+            "predict.py takes a command (verify, identify or calibrate) and positional paths"
             in description)
 
 
