@@ -90,9 +90,10 @@ def similarity(distance, threshold):
     """A score in [0, 1] beside a distance: 2^-(d / threshold)^2, so 1 for identical
     embeddings, 0.5 exactly at the threshold (the decision boundary) and towards 0 far
     beyond it. Decisions stay on the distance; this only reads more easily."""
-    # A threshold of 0 accepts nothing: every distance above 0 scores 0.
-    scale = max(float(threshold), np.finfo(np.float64).tiny)
-    return np.exp2(-np.square(np.asarray(distance, np.float64) / scale))
+    distance = np.asarray(distance, np.float64)
+    if threshold <= 0:  # accepts nothing: only identical embeddings score
+        return (distance == 0).astype(np.float64)
+    return np.exp2(-np.square(distance / threshold))
 
 
 def roc(distances, labels):

@@ -77,6 +77,7 @@ def test_galleries_that_cannot_be_calibrated_say_why(per_class, n_classes, messa
 def test_similarity_is_one_at_zero_one_half_at_the_threshold_and_falls_beyond():
     scores = metrics.similarity([0.0, 0.4, 0.8, 1.6], 0.8)
     np.testing.assert_allclose(scores, [1.0, 2 ** -0.25, 0.5, 2 ** -4.0])
+    np.testing.assert_array_equal(metrics.similarity([0.0, 0.3], 0.0), [1.0, 0.0])
 
 
 def test_drift_fires_on_a_shifted_set_and_not_on_the_same_kind_of_set():
