@@ -14,8 +14,8 @@ _OMNIGLOT_MINI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datas
                               "omniglot_mini")
 
 # --- data -----------------------------------------------------------------------
-dataset = "omniglot_mini"  # the preset to start from (PRESETS, at the end of this
-#                           file); omniglot_mini, the shipped mini Omniglot, is offline
+dataset = "omniglot_mini"  # the preset to start from (PRESETS in configs.py);
+#                           omniglot_mini, the shipped mini Omniglot, needs no download
 data_dir = ""  # class-folder tree (a class = a folder that directly holds images)
 image_size = None  # (height, width) to resize every image to; None keeps the files' size
 downsample = 1  # keep every n-th pixel after resizing (the AT&T faces tutorial's `size = 2`)

@@ -52,8 +52,9 @@ def oneshot(embeddings, pixels, imageset, class_ids, ways, trials, seed, within_
 
 
 def oneshot_ways(imageset, splits, config):
-    """The N of the test classes' one-shot tasks (None without test classes); raises, naming --ways, when the test
-    classes cannot make such tasks (train.py asks before training, not after)."""
+    """The N of the test classes' one-shot tasks (None without test classes); raises,
+    naming --ways, when the test classes cannot make such tasks (train.py asks before
+    training, not after)."""
     test_classes = splits.class_split["test"]
     if not len(test_classes):
         return None  # test_fraction=0: the test is another folder
@@ -231,8 +232,10 @@ def print_report(results):
               f"classes never seen in training with python evaluate.py --run_dir=RUN "
               f"--lake_runs=DIR (Lake et al.'s 20 one-shot runs) or --data_dir=FOLDER")
     if "val_oneshot_accuracy" in results:
+        accuracy = metrics.with_interval(results["val_oneshot_accuracy"],
+                                         results["val_trials"])
         print(f"  (validation classes, for choosing settings: {results['val_ways']}-way "
-              f"one-shot {metrics.with_interval(results['val_oneshot_accuracy'], results['val_trials'])})")
+              f"one-shot {accuracy})")
 
 
 def print_test_report(results):

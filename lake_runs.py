@@ -83,8 +83,8 @@ def _read_run(all_runs_dir, name):
         raise ValueError(f"{labels_file} is empty: expected one line per test drawing")
     queries = sorted({query for query, _ in pairs})
     if len(queries) != len(pairs):
-        raise ValueError(f"{labels_file} names a test drawing twice: each query has one "
-                         f"answer")
+        raise ValueError(f"{labels_file} names a test drawing twice: each query has "
+                         f"one answer")
     gallery = sorted({shot for _, shot in pairs})
     if len(gallery) < 2:
         raise ValueError(f"{labels_file} names {len(gallery)} training drawing: a "
@@ -107,8 +107,8 @@ def score_runs(matcher, lake_runs):
         except ValueError as error:
             raise ValueError(f"{run.name}: {error}") from None
         owners = [str(i) for i in range(len(run.gallery))]  # one class per drawing
-        ranked = matcher.rank(matcher.embed(query_images), matcher.embed(gallery_images),
-                              owners, top_k=1)
+        ranked = matcher.rank(matcher.embed(query_images),
+                              matcher.embed(gallery_images), owners, top_k=1)
         picks = np.array([int(r["top"][0][0]) for r in ranked])
         pixel_picks = np.argmin(metrics.dissimilarity(
             _flat(gallery_images)[None, :, :], _flat(query_images)[:, None, :]), axis=1)
@@ -160,9 +160,9 @@ def print_report(results):
     print(f"Lake et al.'s {results['runs']} one-shot runs ({results['ways']}-way "
           f"within-alphabet, {results['queries']} queries, alphabets never seen in "
           f"training):")
-    print(f"  model top-1 {metrics.with_interval(results['accuracy'], results['queries'])}"
-          f" | pixel nearest neighbour {results['pixel_nn_accuracy']:.4f} | chance "
-          f"{results['chance']:.4f}")
+    accuracy = metrics.with_interval(results["accuracy"], results["queries"])
+    print(f"  model top-1 {accuracy} | pixel nearest neighbour "
+          f"{results['pixel_nn_accuracy']:.4f} | chance {results['chance']:.4f}")
     print("  published: " + "; ".join(f"{name} {value:.3f}"
                                      for name, value in results["published"].items()))
     print("  per run: " + " ".join(f"{name[3:]}:{acc:.2f}"

@@ -81,9 +81,10 @@ def error_rates(distances, labels, threshold):
     of impostor pairs accepted (d < threshold) and of genuine pairs rejected."""
     distances, labels = np.asarray(distances), np.asarray(labels)
     accepted = distances < threshold
+    impostor, genuine = labels == 0, labels == 1
     return {"accuracy": pair_accuracy(distances, labels, threshold),
-            "far": float(np.mean(accepted[labels == 0])) if np.any(labels == 0) else None,
-            "frr": float(np.mean(~accepted[labels == 1])) if np.any(labels == 1) else None}
+            "far": float(np.mean(accepted[impostor])) if impostor.any() else None,
+            "frr": float(np.mean(~accepted[genuine])) if genuine.any() else None}
 
 
 def similarity(distance, threshold):
@@ -171,7 +172,8 @@ def wilson_interval(accuracy, n, z=1.96):
     if n <= 0:
         raise ValueError("a confidence interval needs at least one trial")
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    spread = accuracy * (1 - accuracy) / n + z * z / (4 * n * n)
+    half = z / (1 + z * z / n) * np.sqrt(spread)
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 

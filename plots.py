@@ -18,7 +18,8 @@ def save_figure(figure, path):
 
 
 def plot_history(history, run_dir):
-    """accuracy.png and loss.png: training vs validation per epoch (as the PlantVillage project plots them)."""
+    """accuracy.png and loss.png: training vs validation per epoch (as the PlantVillage
+    project plots them)."""
     epochs = range(1, len(history.get("loss", [])) + 1)
     curves = {"accuracy": [("accuracy", "b-o", "Training pair accuracy"),
                            ("val_accuracy", "r-o", "Validation pair accuracy"),

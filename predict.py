@@ -104,11 +104,13 @@ class Matcher:
         `gallery_dir` where `calibrate` stored one, else the run's."""
         a, b = self.embed_files([path_a, path_b])
         distance = float(metrics.dissimilarity(a, b, self.head))
-        threshold, source = (self.threshold_for(gallery_dir) if gallery_dir
-                             else (self.threshold, self.threshold_source))
-        return {"distance": distance, "threshold": threshold, "threshold_source": source,
-                "similarity": float(metrics.similarity(distance, threshold)),
-                "same": distance < threshold}
+        threshold, source = self.threshold, self.threshold_source
+        if gallery_dir:
+            threshold, source = self.threshold_for(gallery_dir)
+            self.warn_on_drift(*self.gallery(gallery_dir)[:2], gallery_dir)
+        return {"distance": distance, "threshold": threshold,
+                "threshold_source": source, "same": distance < threshold,
+                "similarity": float(metrics.similarity(distance, threshold))}
 
     def calibration_file(self, gallery_dir):
         return os.path.join(gallery_dir, f".siamese-threshold-{self.model_id}.json")
@@ -214,8 +216,9 @@ class Matcher:
         for row, columns in zip(per_class, order):
             top = [(names[c], float(row[c])) for c in columns]
             match = top[0][0] if top[0][1] < threshold else "unknown"
+            similarity = float(metrics.similarity(top[0][1], threshold))
             results.append({"match": match, "top": top, "threshold": threshold,
-                            "similarity": float(metrics.similarity(top[0][1], threshold))})
+                            "similarity": similarity})
         return results
 
 

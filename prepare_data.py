@@ -331,8 +331,8 @@ def split_classes(n_classes, test_fraction, val_fraction, rng):
 def make_pairs(labels, class_ids, n_genuine, n_impostor, rng):
     """Draw balanced pairs among the images of `class_ids`.
 
-    Genuine pairs cycle through the classes in turn (as the AT&T faces tutorial draws the same number
-    per person), each two different images of one class; impostor pairs take two
+    Genuine pairs cycle through the classes in turn (as the AT&T faces tutorial draws
+    the same number per person), each two different images of one class; impostor pairs take two
     different classes at random. Returns pairs int32 (P, 2) and labels float32 (P,)
     with 1 = genuine, 0 = impostor, shuffled.
     """

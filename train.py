@@ -254,10 +254,10 @@ def train(config):
           f"{len(splits.test[1])} test pairs (half genuine)")
 
     if not len(splits.class_split["test"]):
-        print(f"test_fraction=0: no {'parent folders' if config['split'] == 'groups' else 'classes'} "
-              f"are held back for testing; all but the validation part train. Test "
-              f"classes never seen in training afterwards (evaluate.py --lake_runs=DIR "
-              f"or --data_dir=FOLDER)")
+        parts = "parent folders" if config["split"] == "groups" else "classes"
+        print(f"test_fraction=0: no {parts} are held back for testing; all but the "
+              f"validation part train. Test on classes never seen in training "
+              f"afterwards (evaluate.py --lake_runs=DIR or --data_dir=FOLDER)")
     evaluate.oneshot_ways(imageset, splits, config)  # a --ways too large fails now
     if config["lake_runs"]:
         lake_runs.read_runs(config["lake_runs"])  # a wrong folder fails now, not after

@@ -4,6 +4,7 @@ import argparse
 import importlib.util
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -282,6 +283,25 @@ def test_calibrate_stores_a_threshold_that_verify_and_identify_use_and_name(
     assert found["threshold_source"] == result["threshold_source"]
     assert predict.main(["identify", run_dir, a, f"--gallery={gallery}"]) == 0
     assert f"calibrated on the gallery {gallery}" in capsys.readouterr().out
+
+
+def test_identify_and_verify_warn_when_a_gallery_drifts_from_the_threshold(run_dir,
+                                                                          tmp_path):
+    gallery = write_class_folders(tmp_path / "gallery", 6, per_class=3, seed=6)
+    query = str(gallery / "person1" / "1.png")
+    matcher = predict.Matcher(run_dir)
+    embeddings, owners, _ = matcher.gallery(str(gallery))
+    spread = predict.calibration.impostor_summary(embeddings, owners, matcher.head)
+    matcher.reference = spread  # a threshold set on classes like these: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        matcher.identify([query], str(gallery))
+    # One set on classes lying twice as far apart: both commands say so.
+    matcher.reference = {key: 2 * value for key, value in spread.items()}
+    with pytest.warns(UserWarning, match=r"lie outside those the threshold .* calibrate "):
+        matcher.identify([query], str(gallery))
+    with pytest.warns(UserWarning, match="lie outside those the threshold"):
+        matcher.verify(query, query, str(gallery))
 
 
 def test_a_gallery_of_one_image_per_class_cannot_be_calibrated(run_dir, tmp_path,
