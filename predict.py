@@ -106,8 +106,10 @@ class Matcher:
         distance = float(metrics.dissimilarity(a, b, self.head))
         threshold, source = self.threshold, self.threshold_source
         if gallery_dir:
-            threshold, source = self.threshold_for(gallery_dir)
-            self.warn_on_drift(*self.gallery(gallery_dir)[:2], gallery_dir)
+            threshold, source, reference = self.gallery_threshold(gallery_dir)
+            embeddings, owners, _ = self.gallery(gallery_dir)
+            self.warn_on_drift(embeddings, owners, gallery_dir, threshold, source,
+                               reference)
         return {"distance": distance, "threshold": threshold,
                 "threshold_source": source, "same": distance < threshold,
                 "similarity": float(metrics.similarity(distance, threshold))}
@@ -115,13 +117,16 @@ class Matcher:
     def calibration_file(self, gallery_dir):
         return os.path.join(gallery_dir, f".siamese-threshold-{self.model_id}.json")
 
-    def threshold_for(self, gallery_dir):
-        """(threshold, where it came from) for decisions on `gallery_dir`'s classes."""
+    def gallery_threshold(self, gallery_dir):
+        """(threshold, where it came from, the spread it was calibrated on) for
+        decisions on `gallery_dir`'s classes: what `calibrate` stored there, else the
+        run's."""
         stored = runs.read_json(self.calibration_file(gallery_dir), default={})
         if isinstance(stored.get("threshold"), float):
-            return stored["threshold"], (f"calibrated on the gallery {gallery_dir} by "
-                                         f"{stored['rule']}")
-        return self.threshold, self.threshold_source
+            return (stored["threshold"],
+                    f"calibrated on the gallery {gallery_dir} by {stored['rule']}",
+                    stored.get("impostor_distances"))
+        return self.threshold, self.threshold_source, self.reference
 
     def calibrate(self, gallery_dir, far=None, seed=0):
         """Calibrate a threshold on a labelled gallery (calibration.calibrate: half its
@@ -183,22 +188,21 @@ class Matcher:
             raise ValueError(f"top_k must be a whole number >= 1 (how many gallery "
                              f"classes to list per query); got {top_k!r}")
         embeddings, owners, _ = self.gallery(gallery_dir)
-        threshold, source = self.threshold_for(gallery_dir)
-        self.warn_on_drift(embeddings, owners, gallery_dir)
+        threshold, source, reference = self.gallery_threshold(gallery_dir)
+        self.warn_on_drift(embeddings, owners, gallery_dir, threshold, source,
+                           reference)
         ranked = self.rank(self.embed_files(list(query_paths)), embeddings, owners,
                            top_k, threshold)
         for path, result in zip(query_paths, ranked):
             result.update(query=path, threshold_source=source)
         return ranked
 
-    def warn_on_drift(self, embeddings, owners, gallery_dir):
-        """Warn when the gallery's classes lie nearer or farther apart than those its
-        threshold was calibrated on (calibration.drift)."""
-        stored = runs.read_json(self.calibration_file(gallery_dir), default={})
-        reference = stored.get("impostor_distances", self.reference)
+    def warn_on_drift(self, embeddings, owners, gallery_dir, threshold, source,
+                      reference):
+        """Warn when the gallery's classes lie nearer or farther apart than the
+        `reference` spread its threshold was calibrated on (calibration.drift)."""
         median = calibration.drift(embeddings, owners, reference, self.head)
         if median is not None:
-            threshold, source = self.threshold_for(gallery_dir)
             warnings.warn(calibration.drift_message(
                 median, reference, threshold, source,
                 f"python predict.py calibrate {self.run_dir} --gallery={gallery_dir} "

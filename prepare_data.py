@@ -281,10 +281,9 @@ def load_omniglot_mini(downsample=1):
     return imageset
 
 
-BUILT_IN = {"digits": "8x8", "olivetti": "64x64", "mnist": "28x28",
-            "omniglot_mini": "28x28"}  # grey images
-LOADERS = {"digits": load_digits, "olivetti": load_olivetti, "mnist": load_mnist,
-           "omniglot_mini": load_omniglot_mini}
+# name -> (size of its grey images, loader taking downsample)
+BUILT_IN = {"digits": ("8x8", load_digits), "olivetti": ("64x64", load_olivetti),
+            "mnist": ("28x28", load_mnist), "omniglot_mini": ("28x28", load_omniglot_mini)}
 
 
 def load_dataset(config):
@@ -298,11 +297,10 @@ def load_dataset(config):
             ("max_images_per_class", 0)) if config[key] != unset]
         if ignored:
             raise ValueError(
-                f"dataset={name!r} is built in ({BUILT_IN[name]} grey images), so "
+                f"dataset={name!r} is built in ({BUILT_IN[name][0]} grey images), so "
                 f"{' '.join(ignored)} would be ignored: for a folder of your own use "
                 f"--dataset=folder --data_dir=PATH (--downsample works on {name})")
-    if name in LOADERS:
-        return LOADERS[name](config["downsample"])
+        return BUILT_IN[name][1](config["downsample"])
     # A class with one image gives no genuine pair: skipped, with a warning naming it.
     return load_folder(config["data_dir"], config["image_size"], config["downsample"],
                        config["channels"], config["max_images_per_class"],
@@ -332,9 +330,9 @@ def make_pairs(labels, class_ids, n_genuine, n_impostor, rng):
     """Draw balanced pairs among the images of `class_ids`.
 
     Genuine pairs cycle through the classes in turn (as the AT&T faces tutorial draws
-    the same number per person), each two different images of one class; impostor pairs take two
-    different classes at random. Returns pairs int32 (P, 2) and labels float32 (P,)
-    with 1 = genuine, 0 = impostor, shuffled.
+    the same number per person), each two different images of one class; impostor
+    pairs take two different classes at random. Returns pairs int32 (P, 2) and labels
+    float32 (P,) with 1 = genuine, 0 = impostor, shuffled.
     """
     members = [np.flatnonzero(labels == c) for c in class_ids]
     usable = [m for m in members if len(m) >= 2]
@@ -361,6 +359,11 @@ def make_pairs(labels, class_ids, n_genuine, n_impostor, rng):
     y = np.concatenate([np.full(n_genuine, GENUINE), np.full(n_impostor, IMPOSTOR)])
     order = rng.permutation(len(y))
     return pairs[order].astype(np.int32), y[order].astype(np.float32)
+
+
+def no_pairs():
+    """(pairs, labels) of a part that holds none."""
+    return np.zeros((0, 2), np.int32), np.zeros(0, np.float32)
 
 
 def pairs_also_in(pairs, others):
@@ -423,8 +426,7 @@ def build_splits(imageset, config):
     parts = {}
     for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
         n = max(1, int(round(total * shares[name]))) if len(ids) else 0
-        parts[name] = (make_pairs(imageset.labels, ids, n, n, rng) if n else
-                       (np.zeros((0, 2), np.int32), np.zeros(0, np.float32)))
+        parts[name] = make_pairs(imageset.labels, ids, n, n, rng) if n else no_pairs()
     return PairSplits(parts["train"], parts["val"], parts["test"],
                       {"train": train_ids, "val": val_ids, "test": test_ids})
 
@@ -487,8 +489,7 @@ def unseen_splits(imageset, config):
     # back (test_fraction=0) gets configs.py's default share.
     share = config["test_fraction"] or UNSEEN_TEST_SHARE
     n = max(1, int(round(config["total_sample_size"] * share)))
-    empty = (np.zeros((0, 2), np.int32), np.zeros(0, np.float32))
-    return PairSplits(empty, empty, make_pairs(imageset.labels, everyone, n, n, rng),
+    return PairSplits(no_pairs(), no_pairs(), make_pairs(imageset.labels, everyone, n, n, rng),
                       {"train": everyone[:0], "val": everyone[:0], "test": everyone})
 
 
