@@ -44,20 +44,20 @@ def gallery_pairs(labels, rng, max_pairs=MAX_PAIRS):
     return pairs, np.r_[np.ones(len(genuine)), np.zeros(len(impostor))]
 
 
-def impostor_summary(embeddings, labels, head=None, n_pairs=DRIFT_PAIRS, seed=0):
+def impostor_summary(embeddings, labels, scorer=metrics.EUCLIDEAN, n_pairs=DRIFT_PAIRS, seed=0):
     """Median and DRIFT_PERCENTILES range of the distances between images of different
     classes (random pairs): how far apart a set's classes lie, whatever their number;
     None for a set of fewer than DRIFT_MIN_CLASSES classes."""
     if len(np.unique(labels)) < DRIFT_MIN_CLASSES:
         return None
     pairs = impostor_pairs(labels, np.random.default_rng(seed), n_pairs)
-    distances = metrics.pair_distances(embeddings, pairs, head)
+    distances = scorer.pairs(embeddings, pairs)
     low, high = np.percentile(distances, DRIFT_PERCENTILES)
     return {"median": float(np.median(distances)), "low": float(low),
             "high": float(high)}
 
 
-def calibrate(embeddings, labels, head=None, far=None, seed=0, compare=None):
+def calibrate(embeddings, labels, scorer=metrics.EUCLIDEAN, far=None, seed=0, compare=None):
     """A threshold calibrated on half of the classes of a labelled set (`labels`: the
     class of each embedding) and the error rates it gives on the other half.
 
@@ -84,7 +84,7 @@ def calibrate(embeddings, labels, head=None, far=None, seed=0, compare=None):
     for name, classes in halves.items():
         members = np.flatnonzero(np.isin(labels, classes))
         pairs, pair_labels = gallery_pairs(labels[members], rng)
-        distances[name] = (metrics.pair_distances(embeddings[members], pairs, head),
+        distances[name] = (scorer.pairs(embeddings[members], pairs),
                            pair_labels)
     d, y = distances["calibration"]
     if far is None:
@@ -107,17 +107,17 @@ def calibrate(embeddings, labels, head=None, far=None, seed=0, compare=None):
         "check_roc_auc": metrics.roc(check_d, check_y)[3],
         # What any threshold could reach on the checking pairs (chosen on them).
         "check_best_accuracy": metrics.best_threshold(check_d, check_y)[1],
-        "impostor_distances": impostor_summary(embeddings, labels, head, seed=seed),
+        "impostor_distances": impostor_summary(embeddings, labels, scorer, seed=seed),
     }
 
 
-def drift(embeddings, labels, reference, head=None):
+def drift(embeddings, labels, reference, scorer=metrics.EUCLIDEAN):
     """None when the median distance between images of different classes of a labelled
     set (a gallery) lies within the `reference` range that a threshold was calibrated
     on (impostor_summary of its calibration set), else that median: the threshold's
     decisions on this set are not to be trusted. None too where either side has fewer
     than DRIFT_MIN_CLASSES classes."""
-    summary = impostor_summary(embeddings, labels, head) if reference else None
+    summary = impostor_summary(embeddings, labels, scorer) if reference else None
     if summary is None:
         return None
     median = summary["median"]

@@ -40,7 +40,15 @@ class_rotations = False  # pairing="batch": each training class turned by 90, 18
 #                          of Santoro et al. 2016, Vinyals et al. 2016); square images
 
 # --- model ----------------------------------------------------------------------
-architecture = "att_faces"  # a key of siamese_network_funcs.ARCHITECTURES
+architecture = "att_faces"  # a base network of backbones.BACKBONES: a conv stack, or
+#                             a keras.applications model (mobilenet_v3_small,
+#                             efficientnet_b0, resnet50) for photos of 32x32 and up
+backbone_weights = ""  # keras.applications models: "" = a random start, "imagenet" =
+#                       ImageNet's weights (downloaded once), or the path of a weights
+#                       file of the model without its classifier
+freeze_below = ""  # keras.applications models: the layers before this one keep their
+#                   weights (keras.io's example: "conv5_block1_out" of resnet50);
+#                   "" = every layer trains
 conv_dropout = None  # dropout rate after each conv block (0 to 1); None = the
 #                     architecture's own (its entry in ARCHITECTURES)
 projection_head = False  # pairing="batch": the architecture's embedding layer becomes a
@@ -56,6 +64,9 @@ loss = "contrastive"  # y*d^2 + (1-y)*max(margin-d, 0)^2, y = 1 for a genuine pa
 #                       asks each image to pick out its own class (Khosla et al. 2020)
 #                       "normsoftmax": cross-entropy over cosine similarities to one
 #                       learned vector per training class (Zhai & Wu 2019)
+#                       "prototypical": each class's first prototype_shots images in
+#                       a P x K batch make its prototype (their mean); the others
+#                       pick theirs by a softmax over squared distances (Snell 2017)
 margin = 1.0  # contrastive margin; pairs with d < margin/2 count as "same"
 normalize = False  # L2-normalise embeddings (always on with triplet, supcon, normsoftmax)
 triplet_margin = 0.2  # FaceNet's alpha, for unit-length embeddings
@@ -63,6 +74,7 @@ temperature = 0.1  # softmax temperature of supcon and normsoftmax (on cosines)
 soft_margin = False  # triplet: softplus(d(a,p) - d(a,n)) instead of the hinge with
 #                     triplet_margin, which is 0 once every triplet clears the margin,
 #                     so learning stops; softplus keeps pulling (Hermans et al. 2017)
+prototype_shots = 1  # prototypical: support images per class in a batch (1 = one-shot)
 mining = "semi_hard"  # triplets mined in each batch: semi_hard | hard | all
 pairing = "pairs"  # "pairs": the write-ups' way, each step embeds batch_size pairs
 #                    "batch": each step embeds batch_size images, P classes x K images,

@@ -6,19 +6,21 @@ names the setting and lists what is allowed, not deep inside TensorFlow.
 import ast
 import io
 import math
+import os
 import re
 import textwrap
 import tokenize
 from typing import NamedTuple
 
+import backbones
 import configs
+import losses
 
 CHOICES = {
     "dataset": tuple(configs.PRESETS),
     "split": ("classes", "groups", "pairs"),
     "distance": ("euclidean", "l1_sigmoid"),
-    "loss": ("contrastive", "bce", "triplet", "supcon", "normsoftmax"),
-    "mining": ("semi_hard", "hard", "all"),
+    "mining": losses.MINING,
     "pairing": ("pairs", "batch"),
     "monitor": ("val_loss", "val_oneshot"),
     "distribute": ("none", "mirrored", "multi_worker"),
@@ -32,8 +34,6 @@ POSITIVE = ("total_sample_size", "epochs", "batch_size", "downsample", "margin",
 NON_NEGATIVE = ("patience", "reduce_lr_patience", "seed", "max_images_per_class", "ways",
                 "batch_groups", "weight_decay")
 FRACTIONS = ("test_fraction", "val_fraction")
-IN_BATCH_LOSSES = ("triplet", "supcon", "normsoftmax")  # need pairing="batch" and unit
-#                                                        embeddings
 
 
 def defaults():
@@ -86,10 +86,17 @@ def _check_type(key, value, default):
     return value
 
 
+def choices():
+    """Every setting with a fixed set of values, and those values: CHOICES, and the
+    names in the base-network and loss registries (read now: a test or a notebook
+    may register one more)."""
+    return {**CHOICES, "architecture": tuple(backbones.BACKBONES),
+            "loss": tuple(losses.LOSSES)}
+
+
 def validate(config):
     """Raise ValueError naming the first setting that is out of range or not allowed."""
-    from siamese_network_funcs import ARCHITECTURES
-    for key, allowed in {**CHOICES, "architecture": tuple(ARCHITECTURES)}.items():
+    for key, allowed in choices().items():
         if config[key] not in allowed:
             raise ValueError(f"{key}={config[key]!r} is not allowed; choose one of "
                              f"{', '.join(map(str, allowed))}")
@@ -114,25 +121,12 @@ def validate(config):
         raise ValueError("test_fraction=0 (test on another folder of unseen classes) "
                          "needs classes of its own: use --split=classes or "
                          "--split=groups, or a test_fraction above 0")
-    if (config["distance"] == "l1_sigmoid") != (config["loss"] == "bce"):
-        raise ValueError(f"distance={config['distance']!r} with loss={config['loss']!r} "
-                         f"cannot be trained: Koch's head goes with cross-entropy "
-                         f"(--distance=l1_sigmoid --loss=bce); Euclidean distance with "
-                         f"--loss=contrastive or --loss=triplet")
-    if config["distance"] == "l1_sigmoid" and config["pairing"] != "pairs":
-        raise ValueError("distance='l1_sigmoid' learns its head on pairs: use "
-                         "--pairing=pairs")
-    if config["loss"] in IN_BATCH_LOSSES and config["pairing"] != "batch":
-        raise ValueError(f"loss={config['loss']!r} compares the images inside each "
-                         f"batch: add --pairing=batch")
+    losses.check(config)
+    check_backbone(config)
     if config["lr_schedule"] != "constant" and config["reduce_lr_patience"]:
         raise ValueError(f"lr_schedule={config['lr_schedule']!r} already sets the "
                          f"learning rate of every step, so reduce_lr_patience cannot "
                          f"change it: use one of them (--reduce_lr_patience=0)")
-    if config["loss"] == "normsoftmax" and config["monitor"] != "val_oneshot":
-        raise ValueError("loss='normsoftmax' learns one vector per training class, so its "
-                         "val_loss on the validation classes measures nothing: add "
-                         "--monitor=val_oneshot")
     if config["projection_head"] and config["pairing"] != "batch":
         raise ValueError("projection_head=True trains through a head that the pair "
                          "model does not have: add --pairing=batch")
@@ -160,6 +154,26 @@ def validate(config):
             raise ValueError("images_per_class must be >= 2 so batches hold genuine "
                              "pairs")
     return config
+
+
+def check_backbone(config):
+    """Raise ValueError when a backbone setting does not fit the architecture."""
+    if backbones.is_application(config["architecture"]):
+        weights = config["backbone_weights"]
+        if weights not in ("", "imagenet") and not os.path.isfile(weights):
+            raise ValueError(f"backbone_weights={weights!r} is no file: give the path of "
+                             f"a weights file, 'imagenet', or '' for a random start")
+        if config["conv_dropout"] is not None:
+            raise ValueError(f"conv_dropout is the rate after each block of a conv "
+                             f"stack; architecture={config['architecture']!r} is a "
+                             f"keras.applications model: drop --conv_dropout")
+        return
+    for key in ("backbone_weights", "freeze_below"):
+        if config[key]:
+            raise ValueError(f"{key} applies to keras.applications models "
+                             f"({', '.join(backbones.APPLICATIONS)}), not to the conv "
+                             f"stack architecture={config['architecture']!r}: drop "
+                             f"--{key}")
 
 
 # Settings whose default None hides what else they take (_check_type names them too).
@@ -288,8 +302,8 @@ def _type_name(key, default):
     if key in OPTIONAL_TYPES:
         return OPTIONAL_TYPES[key]
     name = type(default).__name__
-    if key in CHOICES:
-        return f"{name}: {' | '.join(map(str, CHOICES[key]))}"
+    if key in choices():
+        return f"{name}: {' | '.join(map(str, choices()[key]))}"
     return name
 
 

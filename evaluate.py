@@ -21,10 +21,12 @@ import numpy as np
 
 import calibration
 import lake_runs
+import losses
 import metrics
 import plots
 import prepare_data
 import runs
+import samplers
 import siamese_network_funcs
 from configurator import help_text, parse_args, resolve, wants_help
 
@@ -40,14 +42,14 @@ def default_ways(n_classes):
 
 
 def oneshot(embeddings, pixels, imageset, class_ids, ways, trials, seed, within_group,
-            head=None):
+            scorer=metrics.EUCLIDEAN):
     """N-way one-shot accuracy of the model and of pixel nearest neighbour (`pixels`:
     the images flattened), on the same tasks."""
     rng = np.random.default_rng(seed)
     groups = imageset.groups if within_group else None
-    tasks = metrics.make_oneshot_trials(imageset.labels, class_ids, ways, trials, rng,
+    tasks = samplers.make_oneshot_trials(imageset.labels, class_ids, ways, trials, rng,
                                         groups)
-    return (metrics.oneshot_accuracy(embeddings, *tasks, head=head),
+    return (metrics.oneshot_accuracy(embeddings, *tasks, scorer),
             metrics.oneshot_accuracy(pixels, *tasks), tasks)
 
 
@@ -60,7 +62,7 @@ def oneshot_ways(imageset, splits, config):
         return None  # test_fraction=0: the test is another folder
     ways = config["ways"] or default_ways(len(test_classes))
     groups = imageset.groups if config["within_group"] else None
-    metrics.make_oneshot_trials(imageset.labels, test_classes, ways, 1,
+    samplers.make_oneshot_trials(imageset.labels, test_classes, ways, 1,
                                 np.random.default_rng(0), groups)
     return ways
 
@@ -79,12 +81,34 @@ def validation_tasks(imageset, splits, config):
                                 return_counts=True)[1].max())
         groups, ways = (groups, min(ways, largest)) if largest >= 2 else (None, ways)
     rng = np.random.default_rng(config["seed"])
-    return metrics.make_oneshot_trials(imageset.labels, val_classes, ways,
+    return samplers.make_oneshot_trials(imageset.labels, val_classes, ways,
                                        config["trials"], rng, groups)
 
 
+UNSEEN_TEST_SHARE = 0.25  # configs.test_fraction's default
+
+
+def unseen_splits(imageset, config):
+    """Every class of `imageset` as unseen test classes (evaluating on another folder):
+    balanced test pairs among them, no training or validation pairs."""
+    if len(imageset.class_names) < 2:
+        raise ValueError(f"{config['data_dir']!r} holds {len(imageset.class_names)} "
+                         f"class folder with 2 or more images: evaluating on it needs "
+                         f"at least 2 such classes (impostor pairs, one-shot tasks)")
+    rng = np.random.default_rng(config["seed"])
+    everyone = np.arange(len(imageset.class_names))
+    # As many test pairs as the run's own test part had; a run that held no test part
+    # back (test_fraction=0) gets configs.py's default share.
+    share = config["test_fraction"] or UNSEEN_TEST_SHARE
+    n = max(1, int(round(config["total_sample_size"] * share)))
+    return prepare_data.PairSplits(
+        prepare_data.no_pairs(), prepare_data.no_pairs(),
+        prepare_data.make_pairs(imageset.labels, everyone, n, n, rng),
+        {"train": everyone[:0], "val": everyone[:0], "test": everyone})
+
+
 def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
-             report_dir=None, head=None, reference=None):
+             report_dir=None, scorer=metrics.EUCLIDEAN, reference=None):
     """Score `embeddings` (of every image in `imageset`) on `splits` and write
     evaluation.json and the plots.
 
@@ -100,10 +124,10 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     report_dir = report_dir or run_dir
     os.makedirs(report_dir, exist_ok=True)
     results = {"split": config["split"], "data_dir": config["data_dir"],
-               "fixed_threshold": siamese_network_funcs.fixed_threshold(config),
-               "fixed_rule": siamese_network_funcs.fixed_rule(config)}
+               "fixed_threshold": losses.fixed_threshold(config),
+               "fixed_rule": losses.fixed_rule(config)}
     if len(splits.val[1]):
-        val_d = metrics.pair_distances(embeddings, splits.val[0], head)
+        val_d = scorer.pairs(embeddings, splits.val[0])
         threshold, val_accuracy = metrics.best_threshold(val_d, splits.val[1])
         results["val_pair_accuracy"] = val_accuracy
         results["eer_threshold"] = metrics.roc(val_d, splits.val[1])[5]
@@ -111,7 +135,7 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
         # What the threshold knows, for predict.py's drift warning.
         val_images = np.isin(imageset.labels, splits.class_split["val"])
         results["impostor_distances"] = calibration.impostor_summary(
-            embeddings[val_images], imageset.labels[val_images], head)
+            embeddings[val_images], imageset.labels[val_images], scorer)
     elif config["refit"]:
         results["threshold_source"] = ("best accuracy on the validation pairs, before "
                                        "the refit trained on them")
@@ -121,18 +145,18 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     test_classes = splits.class_split["test"]
     results["test_classes"] = [imageset.class_names[c] for c in test_classes]
     if len(test_classes):
-        results.update(verification(config, embeddings, splits, threshold, head,
+        results.update(verification(config, embeddings, splits, threshold, scorer,
                                     report_dir))
         if reference is not None:
-            results.update(recalibration(config, imageset, embeddings, threshold, head,
+            results.update(recalibration(config, imageset, embeddings, threshold, scorer,
                                          reference))
-        results.update(test_oneshot(config, imageset, splits, embeddings, head,
+        results.update(test_oneshot(config, imageset, splits, embeddings, scorer,
                                     report_dir))
     val_tasks = validation_tasks(imageset, splits, config)
     if val_tasks:
         # For choosing settings without looking at the test classes.
         results["val_oneshot_accuracy"] = metrics.oneshot_accuracy(embeddings, *val_tasks,
-                                                                   head=head)
+                                                                   scorer)
         results["val_ways"] = val_tasks[1].shape[1]
         results["val_trials"] = len(val_tasks[0])
     runs.write_json(os.path.join(report_dir, "evaluation.json"), results)
@@ -140,12 +164,54 @@ def evaluate(run_dir, config, imageset, splits, embeddings, threshold=None,
     return results
 
 
-def verification(config, embeddings, splits, threshold, head, report_dir):
+def calibrated_threshold(base, model, imageset, splits):
+    """The verification threshold with the best accuracy on the validation pairs (for
+    a refit: calibrated while those pairs are still unseen)."""
+    scorer = siamese_network_funcs.pair_scorer(model)
+    distances = scorer.pairs(metrics.embed(base, imageset.images), splits.val[0])
+    return metrics.best_threshold(distances, splits.val[1])[0]
+
+
+def training_report(run_dir, config, saved_config, imageset, splits, model, base,
+                    record):
+    """What train.py writes at the end: metrics.json (`record` of the training, and
+    pair accuracy of every part at the write-ups' fixed rule), then the evaluation
+    (evaluate), at record["refit_threshold"] for a refit run."""
+    embeddings = metrics.embed(base, imageset.images)
+    if not np.all(np.isfinite(embeddings)):
+        raise RuntimeError(
+            f"training diverged: the network kept in {run_dir} outputs NaN or infinite "
+            f"values, so it cannot be evaluated or used. Lower --learning_rate (now "
+            f"{config['learning_rate']:g}) and train again")
+    scorer = siamese_network_funcs.pair_scorer(model)
+    threshold = losses.fixed_threshold(config)
+    results = {"split": config["split"], "threshold": threshold, **record}
+    classes = prepare_data.class_names_by_part(imageset, splits)
+    for name in ("train", "val", "test"):
+        pairs, labels = getattr(splits, name)
+        results[f"n_{name}_pairs"] = int(len(labels))
+        results[f"{name}_classes"] = classes[name]
+        if len(labels):  # none for validation after a refit
+            results[f"{name}_pair_accuracy_fixed_threshold"] = metrics.pair_accuracy(
+                scorer.pairs(embeddings, pairs), labels, threshold)
+    runs.write_json(os.path.join(run_dir, "metrics.json"), results)
+    # For the losses that never trained toward the rule, the evaluation below reports
+    # it with that caveat, beside the calibrated threshold.
+    if "test_pair_accuracy_fixed_threshold" in results and losses.fixed_rule_applies(
+            config):
+        print(f"test pair accuracy at the write-ups' fixed {losses.fixed_rule(config)}: "
+              f"{results['test_pair_accuracy_fixed_threshold']:.4f} "
+              f"({results['n_test_pairs']} pairs)")
+    evaluate(run_dir, saved_config, imageset, splits, embeddings,
+             threshold=record["refit_threshold"], scorer=scorer)
+
+
+def verification(config, embeddings, splits, threshold, scorer, report_dir):
     """Accuracy on the test pairs at `threshold` and at the fixed rule, the ROC, and
     their plots."""
     test_pairs, test_labels = splits.test
-    test_d = metrics.pair_distances(embeddings, test_pairs, head)
-    fixed = siamese_network_funcs.fixed_threshold(config)
+    test_d = scorer.pairs(embeddings, test_pairs)
+    fixed = losses.fixed_threshold(config)
     fpr, tpr, _, auc, eer, _ = metrics.roc(test_d, test_labels)
     results = dict(
         n_test_pairs=int(len(test_labels)),
@@ -172,23 +238,23 @@ def verification(config, embeddings, splits, threshold, head, report_dir):
     return results
 
 
-def recalibration(config, imageset, embeddings, threshold, head, reference):
+def recalibration(config, imageset, embeddings, threshold, scorer, reference):
     """On another folder: accuracy at a threshold calibrated on half its classes and
     at the run's `threshold`, both scored on the other half; and the median distance
     between its classes when it lies outside the run's `reference` range."""
     results = {"drift_median": calibration.drift(embeddings, imageset.labels, reference,
-                                                 head),
+                                                 scorer),
                "reference": reference}
     try:
         results["recalibrated"] = calibration.calibrate(
-            embeddings, imageset.labels, head, seed=config["seed"], compare=threshold)
+            embeddings, imageset.labels, scorer, seed=config["seed"], compare=threshold)
     except ValueError as error:
         results["recalibrated"] = None
         results["recalibration_refused"] = str(error)
     return results
 
 
-def test_oneshot(config, imageset, splits, embeddings, head, report_dir):
+def test_oneshot(config, imageset, splits, embeddings, scorer, report_dir):
     """N-way one-shot on the test classes, of the model and of pixel nearest
     neighbour, the accuracy against N, and their plots."""
     test_classes = splits.class_split["test"]
@@ -196,7 +262,7 @@ def test_oneshot(config, imageset, splits, embeddings, head, report_dir):
     pixels = imageset.images.reshape(len(imageset.images), -1).astype(np.float32)
     model_acc, pixel_acc, tasks = oneshot(embeddings, pixels, imageset, test_classes,
                                           ways, config["trials"], config["seed"],
-                                          config["within_group"], head)
+                                          config["within_group"], scorer)
     results = dict(oneshot_accuracy=model_acc, pixel_nn_oneshot_accuracy=pixel_acc,
                    chance=1.0 / ways, ways=ways, trials=config["trials"],
                    within_group=config["within_group"],
@@ -208,7 +274,7 @@ def test_oneshot(config, imageset, splits, embeddings, head, report_dir):
     for n in sorted(set(np.linspace(2, ways, num=min(ways - 1, 10)).astype(int))):
         model_n, pixel_n, _ = oneshot(embeddings, pixels, imageset, test_classes, n,
                                       config["trials"], config["seed"],
-                                      config["within_group"], head)
+                                      config["within_group"], scorer)
         curve["ways"].append(int(n))
         curve["model"].append(model_n)
         curve["pixel_nn"].append(pixel_n)
@@ -216,7 +282,7 @@ def test_oneshot(config, imageset, splits, embeddings, head, report_dir):
     plots.plot_oneshot_curve(curve, os.path.join(report_dir, "oneshot_curve.png"))
     plots.plot_oneshot_examples(imageset, embeddings, tasks,
                                 os.path.join(report_dir, "oneshot_examples.png"),
-                                head=head)
+                                scorer=scorer)
     test_images = np.isin(imageset.labels, test_classes)
     plots.plot_embeddings(embeddings[test_images], imageset.labels[test_images],
                           imageset.class_names, os.path.join(report_dir, "embeddings.png"))
@@ -342,7 +408,7 @@ def evaluate_run(run_dir, overrides, report_dir=None):
                     f"folder {saved['data_dir']!r}: they are not unseen. Evaluate the "
                     f"run's own test classes (no --data_dir), or a folder of classes "
                     f"it never saw")
-        splits = prepare_data.unseen_splits(imageset, config)
+        splits = unseen_splits(imageset, config)
         config["split"] = "classes"
         reference = trained.get("impostor_distances", {})  # {}: an older run, no check
     else:
@@ -350,7 +416,7 @@ def evaluate_run(run_dir, overrides, report_dir=None):
         splits = prepare_data.build_splits(imageset, config)
         reference = None
         if trained_on:
-            prepare_data.check_same_classes(imageset, splits, trained_on,
+            runs.check_same_classes(imageset, splits, trained_on,
                                             config["data_dir"])
         if run_metrics.get("refit_epochs"):
             # The kept network learnt from the validation classes too; its threshold
@@ -361,10 +427,10 @@ def evaluate_run(run_dir, overrides, report_dir=None):
     # stopped before its evaluation.json).
     calibrated = trained.get("threshold", run_metrics.get("refit_threshold"))
     if calibrated is None:
-        calibrated = siamese_network_funcs.fixed_threshold(config)
+        calibrated = losses.fixed_threshold(config)
     return evaluate(run_dir, config, imageset, splits, metrics.embed(base, imageset.images),
                     threshold=calibrated,
-                    report_dir=report_dir, head=siamese_network_funcs.l1_head(model),
+                    report_dir=report_dir, scorer=siamese_network_funcs.pair_scorer(model),
                     reference=reference)
 
 

@@ -110,7 +110,7 @@ def score_runs(matcher, lake_runs):
         ranked = matcher.rank(matcher.embed(query_images),
                               matcher.embed(gallery_images), owners, top_k=1)
         picks = np.array([int(r["top"][0][0]) for r in ranked])
-        pixel_picks = np.argmin(metrics.dissimilarity(
+        pixel_picks = np.argmin(metrics.EUCLIDEAN(
             _flat(gallery_images)[None, :, :], _flat(query_images)[:, None, :]), axis=1)
         scores["model"].append(float(np.mean(picks == run.answers)))
         scores["pixel_nn"].append(float(np.mean(pixel_picks == run.answers)))

@@ -8,23 +8,30 @@ def embed(base, images, batch_size=256):
     return base.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
 
 
-def dissimilarity(a, b, head=None):
-    """How different embeddings a and b are, over the last axis (broadcasting).
+class PairScorer:
+    """How unlike two embeddings are, the way the run's pair output judges them:
+    Euclidean distance, as the distance layer; or, given (alpha, bias) of Koch's
+    weighted-L1 head, 1 - p(same) = 1 - sigmoid(alpha . |a - b| + bias). For both,
+    smaller means more alike, so one threshold rule ("same" if below) serves both.
+    siamese_network_funcs.pair_scorer(model) gives a trained model's."""
 
-    Euclidean distance, as the distance layer; or with `head` = (alpha, bias) of Koch's
-    weighted-L1 head (siamese_network_funcs.l1_head), 1 - p(same), so that for both
-    smaller means "more alike" and one threshold rule ("same" if below) serves both.
-    """
-    if head is None:
-        return np.sqrt(np.maximum(np.sum((a - b) ** 2, axis=-1), 1e-7))
-    alpha, bias = head
-    logits = np.abs(a - b) @ np.asarray(alpha, np.float64) + bias
-    return 1.0 - 1.0 / (1.0 + np.exp(-logits))
+    def __init__(self, alpha=None, bias=0.0):
+        self.alpha = None if alpha is None else np.asarray(alpha, np.float64)
+        self.bias = float(bias)
+
+    def __call__(self, a, b):
+        """Dissimilarity of embeddings a and b over the last axis (broadcasting)."""
+        if self.alpha is None:
+            return np.sqrt(np.maximum(np.sum((a - b) ** 2, axis=-1), 1e-7))
+        logits = np.abs(a - b) @ self.alpha + self.bias
+        return 1.0 - 1.0 / (1.0 + np.exp(-logits))
+
+    def pairs(self, embeddings, pairs):
+        """Dissimilarity of each index pair (P, 2) -> (P,)."""
+        return self(embeddings[pairs[:, 0]], embeddings[pairs[:, 1]])
 
 
-def pair_distances(embeddings, pairs, head=None):
-    """dissimilarity of each index pair (P, 2) -> (P,)."""
-    return dissimilarity(embeddings[pairs[:, 0]], embeddings[pairs[:, 1]], head)
+EUCLIDEAN = PairScorer()
 
 
 def pair_accuracy(distances, labels, threshold):
@@ -115,53 +122,10 @@ def roc(distances, labels):
 
 # --- N-way one-shot (Koch et al. 2015) --------------------------------------------------
 
-def make_oneshot_trials(labels, class_ids, ways, trials, rng, groups=None):
-    """`trials` N-way one-shot tasks among `class_ids`.
-
-    Each task has a query image and `ways` candidates: another image of the query's
-    class (the answer) and one image of each of ways-1 other classes. With `groups`
-    (the class's parent folder, e.g. the Omniglot alphabet) every task draws its
-    classes from one group, as in Koch's within-alphabet protocol.
-    Returns queries (T,), candidates (T, ways) and answers (T,): the answer's column.
-    """
-    class_ids = np.asarray(class_ids)
-    members = {c: np.flatnonzero(labels == c) for c in class_ids}
-    all_pools = {}
-    for c in class_ids:
-        all_pools.setdefault(groups[c] if groups is not None else "", []).append(c)
-    pools = {k: np.asarray(v) for k, v in all_pools.items() if len(v) >= ways}
-    if not pools:
-        largest = max(len(v) for v in all_pools.values())
-        where = (f"the largest parent folder holds only {largest} of the evaluation "
-                 f"classes" if groups is not None
-                 else f"there are only {largest} evaluation classes")
-        raise ValueError(f"{ways}-way one-shot needs {ways} classes to choose from, "
-                         f"but {where}: use --ways={largest} or fewer")
-    keys = sorted(pools)
-    queries = np.empty(trials, np.int64)
-    candidates = np.empty((trials, ways), np.int64)
-    answers = rng.integers(0, ways, trials)
-    for t in range(trials):
-        pool = pools[keys[rng.integers(len(keys))]]
-        eligible = [c for c in pool if len(members[c]) >= 2]
-        if not eligible:
-            raise ValueError("no evaluation class has two images (a query and its one "
-                             "shot), so no one-shot task can be drawn: give each class "
-                             "at least 2 images")
-        target = eligible[rng.integers(len(eligible))]
-        others = rng.choice(pool[pool != target], ways - 1, replace=False)
-        query, positive = rng.choice(members[target], 2, replace=False)
-        row = [members[c][rng.integers(len(members[c]))] for c in others]
-        row.insert(answers[t], positive)
-        queries[t], candidates[t] = query, row
-    return queries, candidates, answers
-
-
-def oneshot_accuracy(embeddings, queries, candidates, answers, head=None):
+def oneshot_accuracy(embeddings, queries, candidates, answers, scorer=EUCLIDEAN):
     """Share of tasks whose nearest candidate (smallest dissimilarity: Euclidean, or
     highest p(same) with Koch's head) is the query's class."""
-    distances = dissimilarity(embeddings[candidates], embeddings[queries][:, None, :],
-                              head)
+    distances = scorer(embeddings[candidates], embeddings[queries][:, None, :])
     return float(np.mean(np.argmin(distances, axis=1) == answers))
 
 

@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from metrics import EUCLIDEAN  # noqa: E402
+
 
 def save_figure(figure, path):
     """Write to a temporary name, then rename: a crash never leaves half a PNG."""
@@ -82,10 +84,9 @@ def plot_oneshot_curve(curve, path):
     save_figure(figure, path)
 
 
-def plot_oneshot_examples(imageset, embeddings, tasks, path, n_examples=4, head=None):
+def plot_oneshot_examples(imageset, embeddings, tasks, path, n_examples=4,
+                          scorer=EUCLIDEAN):
     """A few tasks: the query, its candidates, the pick (box) and whether it was right."""
-    from metrics import dissimilarity
-
     queries, candidates, answers = (t[:n_examples] for t in tasks)
     ways = candidates.shape[1]
     shown = min(ways, 10)  # the answer and the nearest are always among those shown
@@ -93,7 +94,7 @@ def plot_oneshot_examples(imageset, embeddings, tasks, path, n_examples=4, head=
                                 figsize=(1.3 * (shown + 1), 1.5 * len(queries)),
                                 squeeze=False)
     for row, (query, cands, answer) in enumerate(zip(queries, candidates, answers)):
-        distances = dissimilarity(embeddings[cands], embeddings[query], head)
+        distances = scorer(embeddings[cands], embeddings[query])
         pick = int(np.argmin(distances))
         order = [int(answer)] + ([pick] if pick != answer else [])
         order += [i for i in range(ways) if i not in order][:shown - len(order)]

@@ -28,6 +28,7 @@ import zipfile
 import numpy as np
 
 import calibration
+import losses
 import metrics
 import prepare_data
 import runs
@@ -48,7 +49,7 @@ class Matcher:
                              f"{', '.join(missing)}: it comes from another version of "
                              f"this project; retrain with this version")
         model, self.base = runs.load_models(run_dir)
-        self.head = siamese_network_funcs.l1_head(model)  # None: Euclidean distance
+        self.scorer = siamese_network_funcs.pair_scorer(model)
         evaluation = runs.read_json(os.path.join(run_dir, "evaluation.json"), default={})
         # What the run's threshold knows: the spread of its validation classes.
         self.reference = evaluation.get("impostor_distances")
@@ -63,15 +64,15 @@ class Matcher:
         else:  # the training stopped before its evaluation, or the file was removed
             # Older runs have no "distance" and "loss": they were all Euclidean, contrastive.
             config = {"distance": "euclidean", "loss": "contrastive", **self.config}
-            rule = siamese_network_funcs.fixed_rule(config)
+            rule = losses.fixed_rule(config)
             calibrate = (f"python evaluate.py --run_dir={run_dir} calibrates the "
                          f"threshold on the validation pairs")
-            if not siamese_network_funcs.fixed_rule_applies(config):
+            if not losses.fixed_rule_applies(config):
                 raise ValueError(f"{run_dir} has no evaluation.json, so no calibrated "
                                  f"threshold, and the fixed {rule}: {calibrate} first")
             warnings.warn(f"{run_dir} has no evaluation.json: deciding by the write-ups' "
                           f"fixed {rule}; {calibrate}")
-            self.threshold = siamese_network_funcs.fixed_threshold(config)
+            self.threshold = losses.fixed_threshold(config)
             self.threshold_source = f"the fixed {rule}"
         with open(os.path.join(run_dir, "embedding.keras"), "rb") as handle:
             self.model_id = hashlib.sha1(handle.read()).hexdigest()[:12]
@@ -103,7 +104,7 @@ class Matcher:
         (metrics.similarity) and the decision at the threshold: the one calibrated on
         `gallery_dir` where `calibrate` stored one, else the run's."""
         a, b = self.embed_files([path_a, path_b])
-        distance = float(metrics.dissimilarity(a, b, self.head))
+        distance = float(self.scorer(a, b))
         threshold, source = self.threshold, self.threshold_source
         if gallery_dir:
             threshold, source, reference = self.gallery_threshold(gallery_dir)
@@ -134,7 +135,7 @@ class Matcher:
         verify and identify with that gallery use it. Returns the report."""
         embeddings, owners, _ = self.gallery(gallery_dir)
         try:
-            report = calibration.calibrate(embeddings, owners, self.head, far, seed)
+            report = calibration.calibrate(embeddings, owners, self.scorer, far, seed)
         except ValueError as error:
             raise ValueError(f"gallery {gallery_dir!r} cannot be calibrated: {error}; "
                              f"the run's threshold ({self.threshold:.4f}) stays in use"
@@ -201,7 +202,7 @@ class Matcher:
                       reference):
         """Warn when the gallery's classes lie nearer or farther apart than the
         `reference` spread its threshold was calibrated on (calibration.drift)."""
-        median = calibration.drift(embeddings, owners, reference, self.head)
+        median = calibration.drift(embeddings, owners, reference, self.scorer)
         if median is not None:
             warnings.warn(calibration.drift_message(
                 median, reference, threshold, source,
@@ -214,7 +215,7 @@ class Matcher:
         and the best as `match`, or "unknown" when even it is beyond `threshold` (the
         run's by default). Ties keep the classes' order of first appearance."""
         threshold = self.threshold if threshold is None else threshold
-        per_class, names = class_distances(queries, embeddings, owners, self.head)
+        per_class, names = class_distances(queries, embeddings, owners, self.scorer)
         order = np.argsort(per_class, axis=1, kind="stable")[:, :top_k]
         results = []
         for row, columns in zip(per_class, order):
@@ -226,7 +227,8 @@ class Matcher:
         return results
 
 
-def class_distances(queries, embeddings, owners, head=None, chunk_bytes=2 ** 27):
+def class_distances(queries, embeddings, owners, scorer=metrics.EUCLIDEAN,
+                    chunk_bytes=2 ** 27):
     """(Q, C) distance from each query to each class's nearest gallery image, and the C
     class names in order of first appearance in `owners`. Vectorised: the gallery is
     sorted by class once and each class's minimum taken with one grouped reduction;
@@ -244,8 +246,7 @@ def class_distances(queries, embeddings, owners, head=None, chunk_bytes=2 ** 27)
     queries = np.asarray(queries)
     step = max(1, chunk_bytes // max(1, gallery.size * gallery.itemsize))
     per_class = np.concatenate([
-        np.minimum.reduceat(metrics.dissimilarity(gallery[None, :, :],
-                                                  queries[i:i + step, None, :], head),
+        np.minimum.reduceat(scorer(gallery[None, :, :], queries[i:i + step, None, :]),
                             starts, axis=1)
         for i in range(0, len(queries), step)]) if len(queries) else \
         np.zeros((0, len(starts)))

@@ -437,31 +437,6 @@ def class_names_by_part(imageset, splits):
             for part in ("train", "val", "test")}
 
 
-def check_same_classes(imageset, splits, trained, data_dir):
-    """Raise ValueError unless `splits` has the classes of each part that a run was
-    trained with (`trained`, as class_names_by_part gave them then).
-
-    The split is drawn again from the folder as it is now: with class folders added
-    or removed since training it is another split, and would report classes the
-    network trained on as unseen.
-    """
-    now = class_names_by_part(imageset, splits)
-    if all(sorted(now[part]) == sorted(trained.get(part, [])) for part in now):
-        return
-    before = {name for names in trained.values() for name in names}
-    after = set(imageset.class_names)
-    changes = [f"{what}: {', '.join(sorted(names)[:5])}"
-               + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-               for what, names in (("added", after - before), ("gone", before - after))
-               if names]
-    raise ValueError(
-        f"the class folders in {data_dir!r} are not those the run was trained on "
-        f"({'; '.join(changes) or 'the same names, split otherwise'}), so its split "
-        f"would be drawn anew and could count training classes as unseen. Restore the "
-        f"folder as it was, or evaluate new classes as another folder "
-        f"(evaluate.py --data_dir=A_FOLDER_OF_THEM)")
-
-
 def merge_validation(splits):
     """`splits` with the validation classes and pairs moved into training (refit=True:
     the final fit learns from every labelled class but the test ones)."""
@@ -471,91 +446,6 @@ def merge_validation(splits):
     return PairSplits((pairs, labels), (pairs[:0], labels[:0]), splits.test,
                       {"train": np.union1d(classes["train"], classes["val"]),
                        "val": classes["val"][:0], "test": classes["test"]})
-
-
-UNSEEN_TEST_SHARE = 0.25  # configs.test_fraction's default
-
-
-def unseen_splits(imageset, config):
-    """Every class of `imageset` as unseen test classes (evaluating on another folder):
-    balanced test pairs among them, no training or validation pairs."""
-    if len(imageset.class_names) < 2:
-        raise ValueError(f"{config['data_dir']!r} holds {len(imageset.class_names)} "
-                         f"class folder with 2 or more images: evaluating on it needs "
-                         f"at least 2 such classes (impostor pairs, one-shot tasks)")
-    rng = np.random.default_rng(config["seed"])
-    everyone = np.arange(len(imageset.class_names))
-    # As many test pairs as the run's own test part had; a run that held no test part
-    # back (test_fraction=0) gets configs.py's default share.
-    share = config["test_fraction"] or UNSEEN_TEST_SHARE
-    n = max(1, int(round(config["total_sample_size"] * share)))
-    return PairSplits(no_pairs(), no_pairs(), make_pairs(imageset.labels, everyone, n, n, rng),
-                      {"train": everyone[:0], "val": everyone[:0], "test": everyone})
-
-
-KOCH_SCALE = (0.8, 1.2)  # Koch et al.'s scale range, for height and width separately
-DISTORTIONS = ("rotation", "shear", "scale", "shift", "flip", "erase")
-
-
-def make_augmenter(image_shape, flip=False, erase=False, seed=0, only=DISTORTIONS):
-    """Koch et al.'s affine distortions for a batch of images, on the fly.
-
-    Rotation +-10 degrees, shear +-0.3, scale 0.8-1.2 (height and width each their
-    own) and translation +-2 pixels, each applied to an image with probability 0.5;
-    with `flip`, also random left-right mirroring (right for faces, wrong for
-    characters); with `erase`, random erasing (Zhong et al. 2020): a rectangle of
-    2-33% of the image filled with noise, as an occlusion the network must see past.
-    `only` keeps just the named steps of DISTORTIONS (to look at one at a time).
-    """
-    import functools
-
-    import tf_setup  # noqa: F401
-    import keras
-    import tensorflow as tf
-
-    height, width = image_shape[:2]
-    generator = tf.random.Generator.from_seed(seed)
-
-    def shear_about_centre(batch):
-        # Keras' RandomShear shears about the image corner, which also shifts the
-        # content by up to 0.3 x the image size; Koch's shear keeps the centre fixed.
-        # Output pixel (x, y) reads input (x + sx (y - cy), y + sy (x - cx)).
-        n = tf.shape(batch)[0]
-        sx, sy = (generator.uniform([n], -0.3, 0.3) for _ in range(2))
-        cx, cy = (width - 1) / 2, (height - 1) / 2
-        one, zero = tf.ones([n]), tf.zeros([n])
-        transforms = tf.stack([one, sx, -sx * cy, sy, one, -sy * cx, zero, zero], axis=1)
-        return keras.ops.image.affine_transform(batch, transforms, fill_mode="nearest")
-
-    def training(layer):  # preprocessing layers distort only when training=True
-        return functools.partial(layer, training=True)
-
-    # RandomZoom's factor z stretches the sampling grid, so the content is scaled by
-    # 1 / (1 + z): z from 1/1.2 - 1 to 1/0.8 - 1 scales it by 0.8-1.2.
-    zoom = (1 / KOCH_SCALE[1] - 1, 1 / KOCH_SCALE[0] - 1)
-    steps = {
-        "rotation": training(keras.layers.RandomRotation(10 / 360, fill_mode="nearest",
-                                                         seed=seed)),
-        "shear": shear_about_centre,
-        "scale": training(keras.layers.RandomZoom(zoom, zoom, fill_mode="nearest",
-                                                  seed=seed + 2)),
-        "shift": training(keras.layers.RandomTranslation(
-            2 / height, 2 / width, fill_mode="nearest", seed=seed + 3)),
-    }
-    if flip:
-        steps["flip"] = training(keras.layers.RandomFlip("horizontal", seed=seed + 4))
-    if erase:  # factor (1, 1): always erase here; the 0.5 below decides which images
-        steps["erase"] = training(keras.layers.RandomErasing(
-            factor=(1.0, 1.0), value_range=(0, 255), seed=seed + 5))
-    distortions = [step for name, step in steps.items() if name in only]
-
-    def augment(batch):
-        for distortion in distortions:
-            changed = distortion(batch)
-            chosen = generator.uniform([tf.shape(batch)[0], 1, 1, 1]) < 0.5
-            batch = tf.where(chosen, changed, batch)
-        return batch
-    return augment
 
 
 def _pixel_gatherer(images, augment, rotations=False):
@@ -619,61 +509,6 @@ def pair_dataset(images, pairs, labels, batch_size, shuffle=False, seed=0,
         batches = tf.data.Dataset.range(len(labels)).batch(batch_size)
     data = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
-
-
-def pk_batches(labels, class_ids, classes_per_batch, images_per_class, n_batches, rng,
-               groups=None, batch_groups=0):
-    """The P x K sampler: `n_batches` index batches, each P classes x K images.
-
-    Each batch holds `classes_per_batch` distinct classes among `class_ids` (those with
-    at least 2 images) and `images_per_class` distinct images of each (with repeats
-    only where a class has fewer than K), so every batch has genuine and impostor
-    pairs. With `batch_groups` > 0 and `groups` (each class's parent folder), a batch's
-    classes come from that many parent folders, filled up from any folder when they
-    hold fewer than P: its impostors are then look-alikes of one alphabet, the ones a
-    within-alphabet one-shot task asks to tell apart. Returns int32 (n_batches, P * K).
-    """
-    usable = [(c, np.flatnonzero(labels == c)) for c in class_ids]
-    usable = [(c, images) for c, images in usable if len(images) >= 2]
-    if len(usable) < 2:
-        raise ValueError("pairing='batch' needs at least 2 classes with 2 or more "
-                         "images each in every split")
-    members = [images for _, images in usable]
-    p = min(classes_per_batch, len(members))
-    group_of = (np.array([groups[c] for c, _ in usable])
-                if batch_groups and groups is not None else None)
-    group_names = None if group_of is None else np.unique(group_of)
-    batches = np.empty((n_batches, p * images_per_class), np.int32)
-    for b in range(n_batches):
-        if group_of is None:
-            chosen = rng.choice(len(members), p, replace=False)
-        else:
-            picked = rng.choice(group_names, min(batch_groups, len(group_names)),
-                                replace=False)
-            inside = np.isin(group_of, picked)
-            chosen = np.concatenate([rng.permutation(np.flatnonzero(inside)),
-                                     rng.permutation(np.flatnonzero(~inside))])[:p]
-        batches[b] = np.concatenate([
-            rng.choice(members[c], images_per_class,
-                       replace=len(members[c]) < images_per_class) for c in chosen])
-    return batches
-
-
-def rotated_classes(labels, class_ids, groups):
-    """Each class of `class_ids` three more times, turned by 90, 180 and 270 degrees.
-
-    A drawing turned on its side is a character nobody writes, so it is a new class
-    for the network to tell apart; the Omniglot literature trains on these 4x classes.
-    Returns (labels, class_ids, groups) over "virtual" images: index i + k * N is
-    image i turned by k x 90 degrees with label labels[i] + k * C (N images, C =
-    len(groups) classes), the same parent folder as its class. Feed these to
-    pk_batches and image_dataset(..., rotations=True).
-    """
-    n_classes = len(groups)
-    turns = np.arange(4)
-    return (np.concatenate([labels + k * n_classes for k in turns]),
-            np.concatenate([np.asarray(class_ids) + k * n_classes for k in turns]),
-            list(groups) * 4)
 
 
 def image_dataset(images, labels, index_batches, augment=None, rotations=False):

@@ -4,9 +4,7 @@ import os
 import time
 import zipfile
 
-RUN_FILES = ("config.json", "model.keras", "embedding.keras", "model.weights.h5",
-             "model_architecture.json")
-
+import prepare_data
 
 def new_run_dir(out_dir, name):
     """A fresh folder out_dir/<name>-<date>-<time>[-N]; an existing run is never reused."""
@@ -69,6 +67,31 @@ def backup_epoch(backup_dir):
         raise ValueError(f"{path} is damaged (no epoch count in it): restore it, or "
                          f"start a new run")
     return epoch
+
+
+def resume_state(run_dir, epochs):
+    """(history, epochs done) of the interrupted run in `run_dir`, to continue it for
+    `epochs` in all. An epoch logged after the last backup (Ctrl-C between the two) is
+    trained again, so its history.csv row goes. Raises ValueError when the run has
+    nothing to resume from, or when `epochs` leaves nothing to continue."""
+    history_csv = os.path.join(run_dir, "history.csv")
+    history = read_history(history_csv)
+    backup = os.path.join(run_dir, "backup")
+    if history and not os.path.isdir(backup):
+        raise ValueError(f"{run_dir} has no backup/ folder to resume from: its training "
+                         f"finished. Evaluate it with python evaluate.py "
+                         f"--run_dir={run_dir}, or start a new run")
+    done = backup_epoch(backup)
+    if len(history.get("loss", [])) > done:
+        history = {key: values[:done] for key, values in history.items()}
+        write_history(history_csv, history)
+    if epochs < done:
+        raise ValueError(f"{run_dir} has already trained {done} epochs, so "
+                         f"--epochs={epochs} leaves nothing to continue: give "
+                         f"--epochs={done + 1} or more")
+    print(f"resuming {run_dir} after epoch {done}"
+          + (" (all its epochs: finishing the run)" if done == epochs else ""))
+    return history, done
 
 
 def best_logged(history, key, mode):
@@ -155,6 +178,31 @@ def trained_classes(run_dir, config):
     if all(f"{part}_classes" in written for part in ("train", "val", "test")):
         return {part: written[f"{part}_classes"] for part in ("train", "val", "test")}
     return None
+
+
+def check_same_classes(imageset, splits, trained, data_dir):
+    """Raise ValueError unless `splits` has the classes of each part that a run was
+    trained with (`trained`, as class_names_by_part gave them then).
+
+    The split is drawn again from the folder as it is now: with class folders added
+    or removed since training it is another split, and would report classes the
+    network trained on as unseen.
+    """
+    now = prepare_data.class_names_by_part(imageset, splits)
+    if all(sorted(now[part]) == sorted(trained.get(part, [])) for part in now):
+        return
+    before = {name for names in trained.values() for name in names}
+    after = set(imageset.class_names)
+    changes = [f"{what}: {', '.join(sorted(names)[:5])}"
+               + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+               for what, names in (("added", after - before), ("gone", before - after))
+               if names]
+    raise ValueError(
+        f"the class folders in {data_dir!r} are not those the run was trained on "
+        f"({'; '.join(changes) or 'the same names, split otherwise'}), so its split "
+        f"would be drawn anew and could count training classes as unseen. Restore the "
+        f"folder as it was, or evaluate new classes as another folder "
+        f"(evaluate.py --data_dir=A_FOLDER_OF_THEM)")
 
 
 def load_models(run_dir):

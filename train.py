@@ -16,58 +16,17 @@ import numpy as np
 import tf_setup  # noqa: F401  (quiet TensorFlow before keras loads it)
 import keras
 
+import augment
+import backbones
+import callbacks
 import evaluate
 import lake_runs
-import metrics
-import plots
+import losses
 import prepare_data
 import runs
+import samplers
 import siamese_network_funcs
-from configurator import (IN_BATCH_LOSSES, defaults, get_config, help_text, parse_args,
-                          resolve, wants_help)
-
-
-class SaveProgress(keras.callbacks.Callback):
-    """Redraw the accuracy/loss plots after every epoch, so an interrupted run has them."""
-
-    def __init__(self, run_dir):
-        super().__init__()
-        self.run_dir = run_dir
-        self.history = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
-        plots.plot_history(self.history, self.run_dir)
-
-
-class LogLearningRate(keras.callbacks.Callback):
-    """Log the learning rate each epoch ended with, so history.csv shows the schedule."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
-                self.model.optimizer.learning_rate))
-
-
-class ValidationOneShot(keras.callbacks.Callback):
-    """Log `val_oneshot`, N-way one-shot accuracy on fixed validation tasks, each epoch
-    (Koch et al. choose their model by it); only the tasks' images are embedded."""
-
-    def __init__(self, model, base, images, tasks):
-        super().__init__()
-        queries, candidates, self.answers = tasks
-        self.pair_model, self.base = model, base
-        self.needed = np.unique(np.concatenate([queries, candidates.ravel()]))
-        self.images = images[self.needed]
-        self.queries = np.searchsorted(self.needed, queries)
-        self.candidates = np.searchsorted(self.needed, candidates)
-
-    def on_epoch_end(self, epoch, logs=None):
-        embeddings = metrics.embed(self.base, self.images)
-        logs["val_oneshot"] = metrics.oneshot_accuracy(
-            embeddings, self.queries, self.candidates, self.answers,
-            head=siamese_network_funcs.l1_head(self.pair_model))
+from configurator import defaults, get_config, help_text, parse_args, resolve, wants_help
 
 
 def make_strategy(name):
@@ -97,74 +56,51 @@ def training_setup(config, imageset, splits, model, base, first_epoch=0):
     images per step (2 per pair), fewer images when P is capped at the classes there are.
     A resumed run's data starts at `first_epoch`, where the interrupted run stopped.
     """
+    augmenter = (augment.make_augmenter(imageset.images.shape[1:], config["flip"],
+                                        config["erase"], config["seed"])
+                 if config["augment"] else None)
+    if config["pairing"] == "batch":
+        return batch_training(config, imageset, splits, model, base, augmenter,
+                              first_epoch)
     batch = config["batch_size"]
-    augment = (prepare_data.make_augmenter(imageset.images.shape[1:], config["flip"],
-                                           config["erase"], config["seed"])
-               if config["augment"] else None)
-    validating = len(splits.val[1]) > 0  # not in a refit, where validation joined training
-    if config["pairing"] == "pairs":
-        steps = -(-len(splits.train[1]) // batch)
-        siamese_network_funcs.compile_model(model, config, steps)
-        return (model,
-                prepare_data.pair_dataset(imageset.images, *splits.train, batch,
-                                          shuffle=True, seed=config["seed"],
-                                          augment=augment, first_epoch=first_epoch),
-                prepare_data.pair_dataset(imageset.images, *splits.val, batch)
-                if validating else None, steps)
-    per_class = config["images_per_class"]
+    steps = -(-len(splits.train[1]) // batch)
+    network = siamese_network_funcs.compile_network(config, model, base, steps)
+    train_data = prepare_data.pair_dataset(imageset.images, *splits.train, batch,
+                                           shuffle=True, seed=config["seed"],
+                                           augment=augmenter, first_epoch=first_epoch)
+    val_data = (prepare_data.pair_dataset(imageset.images, *splits.val, batch)
+                if len(splits.val[1]) else None)  # none in a refit
+    return network, train_data, val_data, steps
+
+
+def batch_training(config, imageset, splits, model, base, augmenter, first_epoch):
+    """training_setup for pairing="batch": P x K batches (samplers.pk_batches)."""
+    steps = max(1, 2 * len(splits.train[1]) // config["batch_size"])
     classes = {name: (imageset.labels, splits.class_split[name], imageset.groups)
                for name in ("train", "val")}
-    rotations = config["class_rotations"]
-    if rotations:
+    if config["class_rotations"]:
         height, width = imageset.images.shape[1:3]
         if height != width:
             raise ValueError(f"class_rotations=True turns images by 90 degrees, so they "
                              f"must be square, but these are {height}x{width}: set "
                              f"--image_size=S,S or --class_rotations=False")
-        classes["train"] = prepare_data.rotated_classes(*classes["train"])
-    steps = max(1, 2 * len(splits.train[1]) // batch)
-    fitted = siamese_network_funcs.compile_embedding(  # one group per (virtual) class
-        base, config, steps, num_classes=len(classes["train"][2]))
-    # normsoftmax's class vectors belong to the training classes, so its loss on the
-    # validation classes means nothing; val_oneshot measures that run instead.
+        classes["train"] = samplers.rotated_classes(*classes["train"])
+    network = siamese_network_funcs.compile_network(  # one group per (virtual) class
+        config, model, base, steps, num_classes=len(classes["train"][2]))
     counts = {"train": steps * config["epochs"]}
-    if validating and config["loss"] != "normsoftmax":
-        counts["val"] = max(1, 2 * len(splits.val[1]) // batch)
-    classes_asked = batch // per_class
-    batches = {}
-    # Each part from its own generator, so the validation batches do not depend on
-    # how many training batches were drawn (--epochs may change on --resume).
-    seeds = {"train": config["seed"], "val": [config["seed"], 1]}
-    for name, n in counts.items():
-        labels, class_ids, groups = classes[name]
-        rng = np.random.default_rng(seeds[name])
-        batches[name] = prepare_data.pk_batches(labels, class_ids, classes_asked,
-                                                per_class, n, rng, groups,
-                                                config["batch_groups"])
-    classes_per_batch = batches["train"].shape[1] // per_class
-    # P is capped at the training classes, so a small split gets smaller batches than
-    # batch_size: say so rather than let batch_size mislead.
-    capped = (f" (batch_size={batch} asks for {classes_asked} classes; training has "
-              f"{classes_per_batch})" if classes_per_batch < classes_asked else "")
-    print(f"P x K batches: {classes_per_batch} classes x {per_class} images = "
-          f"{classes_per_batch * per_class} images per step{capped}, {steps} steps per "
-          f"epoch")
+    # Where the loss on the validation classes means nothing (losses.LossSpec),
+    # val_oneshot measures the run instead.
+    if len(splits.val[1]) and losses.LOSSES[config["loss"]].validation_loss:
+        counts["val"] = max(1, 2 * len(splits.val[1]) // config["batch_size"])
+    batches = samplers.pk_schedule(config, classes, counts)
+    print(samplers.describe_batches(config, batches["train"], steps))
     val_data = (prepare_data.image_dataset(imageset.images, imageset.labels,
                                            batches["val"]) if "val" in batches else None)
-    return (fitted,
+    return (network,
             prepare_data.image_dataset(imageset.images, classes["train"][0],
-                                       batches["train"][first_epoch * steps:], augment,
-                                       rotations),
+                                       batches["train"][first_epoch * steps:], augmenter,
+                                       config["class_rotations"]),
             val_data, steps)
-
-
-def build_network(config, input_shape):
-    """(pair model, base network) as the config describes, freshly initialised."""
-    return siamese_network_funcs.build_siamese_model(
-        input_shape, config["architecture"],
-        normalize=config["normalize"] or config["loss"] in IN_BATCH_LOSSES,
-        distance=config["distance"], projection_head=config["projection_head"],
-        conv_dropout=config["conv_dropout"])
 
 
 def refit(config, imageset, splits, epochs, run_dir, strategy):
@@ -177,12 +113,14 @@ def refit(config, imageset, splits, epochs, run_dir, strategy):
     keras.utils.set_random_seed(config["seed"])
     config = dict(config, epochs=epochs)  # a cosine schedule then ends with the refit
     with strategy.scope():
-        model, base = build_network(config, imageset.images.shape[1:])
-        fitted, train_data, _, steps = training_setup(config, imageset, splits, model,
-                                                      base)
-    history = fitted.fit(train_data, epochs=epochs, steps_per_epoch=steps,
-                         callbacks=[LogLearningRate(), keras.callbacks.TerminateOnNaN()],
-                         shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+        model, base = siamese_network_funcs.build_network(config,
+                                                          imageset.images.shape[1:])
+        network, train_data, _, steps = training_setup(config, imageset, splits, model,
+                                                       base)
+    history = network.fit(train_data, epochs=epochs, steps_per_epoch=steps,
+                          callbacks=[callbacks.LogLearningRate(),
+                                     keras.callbacks.TerminateOnNaN()],
+                          shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     runs.write_history(os.path.join(run_dir, "refit_history.csv"), history.history)
     if not np.isfinite(history.history["loss"][-1]):
         print("the refit's loss became NaN: keeping the network chosen on validation")
@@ -203,136 +141,75 @@ def save_run(run_dir, model, base, config):
     runs.atomic_write(path("model_architecture.json"), write_architecture)
 
 
-def report(run_dir, config, saved_config, imageset, splits, model, base, record,
-           calibrated=None):
-    """metrics.json (pair accuracy at the write-ups' fixed rule on every part, with
-    `record` of the training), then the evaluation (evaluate.evaluate)."""
-    threshold = siamese_network_funcs.fixed_threshold(config)  # the write-ups' rule
-    embeddings = metrics.embed(base, imageset.images)
-    if not np.all(np.isfinite(embeddings)):
-        raise RuntimeError(
-            f"training diverged: the network kept in {run_dir} outputs NaN or infinite "
-            f"values, so it cannot be evaluated or used. Lower --learning_rate (now "
-            f"{config['learning_rate']:g}) and train again")
-    head = siamese_network_funcs.l1_head(model)
-    results = {"split": config["split"], "threshold": threshold, **record}
-    classes = prepare_data.class_names_by_part(imageset, splits)
-    for name in ("train", "val", "test"):
-        pairs, labels = getattr(splits, name)
-        results[f"n_{name}_pairs"] = int(len(labels))
-        results[f"{name}_classes"] = classes[name]
-        if len(labels):  # none for validation after a refit
-            distances = metrics.pair_distances(embeddings, pairs, head)
-            results[f"{name}_pair_accuracy"] = metrics.pair_accuracy(distances, labels,
-                                                                     threshold)
-    runs.write_json(os.path.join(run_dir, "metrics.json"), results)
-    # For triplet, supcon and normsoftmax runs the rule means nothing: the evaluation
-    # below reports it with that caveat, beside the calibrated threshold.
-    if "test_pair_accuracy" in results and siamese_network_funcs.fixed_rule_applies(
-            config):
-        print(f"test pair accuracy at the write-ups' fixed "
-              f"{siamese_network_funcs.fixed_rule(config)}: "
-              f"{results['test_pair_accuracy']:.4f} ({results['n_test_pairs']} pairs)")
-    evaluate.evaluate(run_dir, saved_config, imageset, splits, embeddings,
-                      threshold=calibrated, head=head)
-
-
-def train(config):
-    """Fit the model a config describes; returns the run folder."""
-    keras.utils.set_random_seed(config["seed"])
-    started = time.time()
+def load_data(config):
+    """(imageset, splits, validation one-shot tasks), each setting checked against the
+    data before any training: a --ways too large, Lake's runs folder, the monitor,
+    and on --resume the classes the run trained on."""
     imageset = prepare_data.load_dataset(config)
     splits = prepare_data.build_splits(imageset, config)
     if config["resume"]:
         trained = runs.trained_classes(config["resume"], runs.read_config(config["resume"]))
         if trained:
-            prepare_data.check_same_classes(imageset, splits, trained, config["data_dir"])
-    input_shape = imageset.images.shape[1:]
-    print(f"data: {len(imageset.images)} images of {input_shape[1]}x{input_shape[0]}x"
-          f"{input_shape[2]} in {len(imageset.class_names)} classes; split={config['split']}"
-          f": {len(splits.train[1])} train / {len(splits.val[1])} val / "
+            runs.check_same_classes(imageset, splits, trained, config["data_dir"])
+    height, width, channels = imageset.images.shape[1:]
+    print(f"data: {len(imageset.images)} images of {width}x{height}x{channels} in "
+          f"{len(imageset.class_names)} classes; split={config['split']}: "
+          f"{len(splits.train[1])} train / {len(splits.val[1])} val / "
           f"{len(splits.test[1])} test pairs (half genuine)")
-
     if not len(splits.class_split["test"]):
         parts = "parent folders" if config["split"] == "groups" else "classes"
         print(f"test_fraction=0: no {parts} are held back for testing; all but the "
               f"validation part train. Test on classes never seen in training "
               f"afterwards (evaluate.py --lake_runs=DIR or --data_dir=FOLDER)")
-    evaluate.oneshot_ways(imageset, splits, config)  # a --ways too large fails now
+    evaluate.oneshot_ways(imageset, splits, config)
     if config["lake_runs"]:
-        lake_runs.read_runs(config["lake_runs"])  # a wrong folder fails now, not after
+        lake_runs.read_runs(config["lake_runs"])
     val_tasks = evaluate.validation_tasks(imageset, splits, config)
     if config["monitor"] == "val_oneshot" and not val_tasks:
         raise ValueError("monitor='val_oneshot' needs validation classes of their own: "
                          "use --split=classes or --split=groups, or --monitor=val_loss")
-    history, done = {}, 0  # done: epochs an interrupted run already finished
-    if config["resume"]:
-        history_csv = os.path.join(config["resume"], "history.csv")
-        history = runs.read_history(history_csv)
-        backup = os.path.join(config["resume"], "backup")
-        if history and not os.path.isdir(backup):
-            raise ValueError(f"{config['resume']} has no backup/ folder to resume from: "
-                             f"its training finished. Evaluate it with python "
-                             f"evaluate.py --run_dir={config['resume']}, or start a new run")
-        # Keras restarts after the epoch its backup holds; an epoch logged after that
-        # backup (Ctrl-C between the two) is trained again, so its row goes.
-        done = runs.backup_epoch(backup)
-        if len(history.get("loss", [])) > done:
-            history = {key: values[:done] for key, values in history.items()}
-            runs.write_history(history_csv, history)
-        if config["epochs"] < done:
-            raise ValueError(f"{config['resume']} has already trained {done} epochs, so "
-                             f"--epochs={config['epochs']} leaves nothing to continue: "
-                             f"give --epochs={done + 1} or more")
-        print(f"resuming {config['resume']} after epoch {done}"
-              + (" (all its epochs: finishing the run)" if done == config["epochs"]
-                 else ""))
+    return imageset, splits, val_tasks
 
-    strategy = make_strategy(config["distribute"])
-    with strategy.scope():  # variables are mirrored on every device of the strategy
-        model, base = build_network(config, input_shape)
-        fitted, train_data, val_data, steps = training_setup(
-            config, imageset, splits, model, base, first_epoch=done)
-    # The run folder only once the network and its data are built, so a setting that
-    # cannot work leaves no empty run behind.
+
+def start_run(config, imageset, splits, base):
+    """The run folder (a new one, or the resumed run's) with its config.json, and that
+    saved config; says what will train."""
     run_dir = config["resume"] or runs.new_run_dir(config["out_dir"], config["dataset"])
     # The rate the network trains with, not None, so a resumed run keeps it even if
     # the architecture's own rate changes.
     saved_config = dict(config, source_size=imageset.source_size, resume="",
-                        conv_dropout=siamese_network_funcs.conv_dropout_rate(
-                            config["architecture"], config["conv_dropout"]),
+                        conv_dropout=backbones.conv_dropout_rate(config["architecture"],
+                                                                 config["conv_dropout"]),
                         classes=prepare_data.class_names_by_part(imageset, splits))
     if saved_config["data_dir"]:
         saved_config["data_dir"] = os.path.abspath(saved_config["data_dir"])
     runs.write_json(os.path.join(run_dir, "config.json"), saved_config)
-
-    if strategy.num_replicas_in_sync > 1:
-        print(f"distribute={config['distribute']}: {strategy.num_replicas_in_sync} "
-              f"replicas share each batch of {config['batch_size']}")
-    loss_name = f"{config['loss']} loss ({config['mining']} mining)" \
-        if config["loss"] == "triplet" else f"{config['loss']} loss"
     projection = " (+ a projection head for training)" if config["projection_head"] else ""
     print(f"model: {config['architecture']} base, {base.count_params():,} parameters"
-          f"{projection}, {loss_name}, pairing={config['pairing']}, {config['optimizer']} "
-          f"lr={config['learning_rate']}"
+          f"{projection}, {losses.describe(config)}, pairing={config['pairing']}, "
+          f"{config['optimizer']} lr={config['learning_rate']}"
           + (f" weight_decay={config['weight_decay']}" if config["weight_decay"] else ""))
+    return run_dir, saved_config
 
+
+def make_callbacks(config, run_dir, model, base, images, val_tasks, history):
+    """The callbacks of the main fit, in the order they must run; (callbacks,
+    SaveProgress, checkpoint path)."""
     checkpoint = os.path.join(run_dir, "checkpoint.weights.h5")
-    progress = SaveProgress(run_dir)
-    progress.history = history
+    progress = callbacks.SaveProgress(run_dir, history)
     mode = "max" if config["monitor"] == "val_oneshot" else "min"
-    best_so_far = runs.best_logged(history, config["monitor"], mode)  # on --resume
-    callbacks = ([ValidationOneShot(model, base, imageset.images, val_tasks)]
-                 if val_tasks else [])
-    callbacks.append(LogLearningRate())  # before ReduceLROnPlateau changes the rate
+    monitored = dict(monitor=config["monitor"], mode=mode)
+    chosen = ([callbacks.ValidationOneShot(model, base, images, val_tasks)]
+              if val_tasks else [])
+    chosen.append(callbacks.LogLearningRate())  # before ReduceLROnPlateau changes it
     if config["reduce_lr_patience"]:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=config["monitor"], mode=mode, factor=0.5,
-            patience=config["reduce_lr_patience"], verbose=1))
-    callbacks += [  # after ValidationOneShot, so they all see val_oneshot
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor=config["monitor"], mode=mode,
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=best_so_far),
+        chosen.append(keras.callbacks.ReduceLROnPlateau(
+            factor=0.5, patience=config["reduce_lr_patience"], verbose=1, **monitored))
+    chosen += [  # after ValidationOneShot, so they all see val_oneshot
+        keras.callbacks.ModelCheckpoint(
+            checkpoint, save_best_only=True, save_weights_only=True,
+            initial_value_threshold=runs.best_logged(history, config["monitor"], mode),
+            **monitored),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"),
                                   append=bool(config["resume"])),
         keras.callbacks.TerminateOnNaN(),
@@ -344,59 +221,104 @@ def train(config):
                                          double_checkpoint=True),
     ]
     if config["patience"]:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=config["monitor"], mode=mode, patience=config["patience"],
-            restore_best_weights=True))
+        chosen.append(keras.callbacks.EarlyStopping(
+            patience=config["patience"], restore_best_weights=True, **monitored))
+    return chosen, progress, checkpoint
 
-    interrupted = False
+
+def fit(network, config, train_data, val_data, steps, chosen_callbacks):
+    """network.fit over config["epochs"]; True when Ctrl-C stopped it."""
     try:
-        fitted.fit(train_data, validation_data=val_data, epochs=config["epochs"],
-                   steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
-                   verbose=1 if sys.stdout.isatty() else 2)  # no bar redraws in logs
+        network.fit(train_data, validation_data=val_data, epochs=config["epochs"],
+                    steps_per_epoch=steps, callbacks=chosen_callbacks, shuffle=False,
+                    verbose=1 if sys.stdout.isatty() else 2)  # no bar redraws in logs
     except KeyboardInterrupt:
-        interrupted = True
-    losses = progress.history.get("loss", [])
-    if interrupted and not losses:
+        return True
+    return False
+
+
+def keep_best(run_dir, network, checkpoint, losses_logged, interrupted):
+    """Load the best checkpoint into `network` and say why training ended early;
+    False when no epoch finished, so there is no network worth keeping."""
+    if interrupted and not losses_logged:
         # Stopped inside the first epoch: its weights are half-trained, not worth
         # saving or evaluating as a run's result.
         print(f"\ninterrupted during the first epoch: no epoch finished, so there is "
               f"no network to keep; python train.py --resume={run_dir} starts it again")
-        return run_dir
+        return False
     if interrupted:
-        print(f"\ninterrupted after {len(losses)} finished epoch(s): keeping the best "
-              f"of them; continue with python train.py --resume={run_dir}")
-    if losses and not np.isfinite(losses[-1]):
+        print(f"\ninterrupted after {len(losses_logged)} finished epoch(s): keeping the "
+              f"best of them; continue with python train.py --resume={run_dir}")
+    if losses_logged and not np.isfinite(losses_logged[-1]):
         print("the loss became NaN, so training stopped: keeping the best checkpoint "
               "so far; a lower --learning_rate may train further")
     if os.path.exists(checkpoint):
-        fitted.load_weights(checkpoint)  # the best epoch on config["monitor"]
+        network.load_weights(checkpoint)  # the best epoch on config["monitor"]
+    return True
+
+
+def refit_step(config, imageset, splits, model, base, history, run_dir, strategy):
+    """With config["refit"]: calibrate the threshold on the validation pairs, then
+    refit on training and validation classes (refit). Returns (model, base, splits,
+    refit epochs, calibrated threshold, interrupted)."""
+    calibrated = evaluate.calibrated_threshold(base, model, imageset, splits)
+    mode = "max" if config["monitor"] == "val_oneshot" else "min"
+    epochs = runs.best_epoch(history, config["monitor"], mode)
+    merged = prepare_data.merge_validation(splits)
+    try:
+        refitted = refit(config, imageset, merged, epochs, run_dir, strategy)
+    except KeyboardInterrupt:
+        print("\nrefit interrupted: keeping the network chosen on validation")
+        return model, base, splits, 0, calibrated, True
+    if not refitted:
+        return model, base, splits, 0, calibrated, False
+    save_run(run_dir, *refitted, config)
+    return (*refitted, merged, epochs, calibrated, False)
+
+
+def train(config):
+    """Fit the model a config describes; returns the run folder."""
+    keras.utils.set_random_seed(config["seed"])
+    started = time.time()
+    imageset, splits, val_tasks = load_data(config)
+    history, done = (runs.resume_state(config["resume"], config["epochs"])
+                     if config["resume"] else ({}, 0))
+    strategy = make_strategy(config["distribute"])
+    with strategy.scope():  # variables are mirrored on every device of the strategy
+        model, base = siamese_network_funcs.build_network(config,
+                                                          imageset.images.shape[1:])
+        network, train_data, val_data, steps = training_setup(
+            config, imageset, splits, model, base, first_epoch=done)
+    # The run folder only once the network and its data are built, so a setting that
+    # cannot work leaves no empty run behind.
+    run_dir, saved_config = start_run(config, imageset, splits, base)
+    if strategy.num_replicas_in_sync > 1:
+        print(f"distribute={config['distribute']}: {strategy.num_replicas_in_sync} "
+              f"replicas share each batch of {config['batch_size']}")
+    chosen, progress, checkpoint = make_callbacks(config, run_dir, model, base,
+                                                  imageset.images, val_tasks, history)
+    interrupted = fit(network, config, train_data, val_data, steps, chosen)
+    logged = progress.history.get("loss", [])
+    if not keep_best(run_dir, network, checkpoint, logged, interrupted):
+        return run_dir
     save_run(run_dir, model, base, config)
     calibrated, refit_epochs = None, 0
-    if config["refit"] and not interrupted and losses and np.isfinite(losses[-1]):
-        # The verification threshold is calibrated while the validation pairs are
-        # still unseen; the refit network then learns from them too.
-        calibrated = metrics.best_threshold(
-            metrics.pair_distances(metrics.embed(base, imageset.images), splits.val[0],
-                                   siamese_network_funcs.l1_head(model)),
-            splits.val[1])[0]
-        epochs = runs.best_epoch(progress.history, config["monitor"], mode)
-        merged = prepare_data.merge_validation(splits)
-        try:
-            refitted = refit(config, imageset, merged, epochs, run_dir, strategy)
-        except KeyboardInterrupt:
-            interrupted, refitted = True, None
-            print("\nrefit interrupted: keeping the network chosen on validation")
-        if refitted:
-            (model, base), splits, refit_epochs = refitted, merged, epochs
-            save_run(run_dir, model, base, config)
-
-    record = {"epochs_run": len(progress.history.get("loss", [])),
-              "interrupted": interrupted, "refit_epochs": refit_epochs,
+    if config["refit"] and not interrupted and logged and np.isfinite(logged[-1]):
+        model, base, splits, refit_epochs, calibrated, interrupted = refit_step(
+            config, imageset, splits, model, base, progress.history, run_dir, strategy)
+    record = {"epochs_run": len(logged), "interrupted": interrupted,
+              "refit_epochs": refit_epochs,
               "refit_threshold": calibrated,  # for evaluate.py, should this stop
               "train_seconds": round(time.time() - started, 1)}
+    return finish(run_dir, config, saved_config, imageset, splits, model, base, record)
+
+
+def finish(run_dir, config, saved_config, imageset, splits, model, base, record):
+    """The run's evaluation (evaluate.training_report), then Lake's runs if asked;
+    Ctrl-C here keeps the saved network. Returns the run folder."""
     try:
-        report(run_dir, config, saved_config, imageset, splits, model, base, record,
-               calibrated)
+        evaluate.training_report(run_dir, config, saved_config, imageset, splits, model,
+                                 base, record)
         if config["lake_runs"]:
             evaluate.lake_benchmark(run_dir, config["lake_runs"])
     except KeyboardInterrupt:

@@ -25,7 +25,9 @@ import tf_setup  # noqa: F401,E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import augment  # noqa: E402
 import prepare_data  # noqa: E402
+import samplers  # noqa: E402
 import siamese_network_funcs  # noqa: E402
 from configurator import get_config  # noqa: E402
 
@@ -66,7 +68,7 @@ def pipeline_only(imageset, pairs, y, batch, steps):
         batch).map(gather)
     distorted = prepare_data.pair_dataset(
         imageset.images, pairs, y, batch, shuffle=True, seed=SEED,
-        augment=prepare_data.make_augmenter(imageset.images.shape[1:], seed=SEED))
+        augment=augment.make_augmenter(imageset.images.shape[1:], seed=SEED))
     return {name: median_rate(iter(data), batch, steps) for name, data in
             (("as built: parallel map + prefetch", built),
              ("sequential map, no prefetch", sequential),
@@ -105,8 +107,8 @@ def main(argv):
         keras.utils.set_random_seed(SEED)
         model, _ = siamese_network_funcs.build_siamese_model(imageset.images.shape[1:],
                                                              "att_faces")
-        siamese_network_funcs.compile_model(
-            model, get_config(dataset="att_faces", jit_compile=jit))
+        siamese_network_funcs.compile_network(
+            get_config(dataset="att_faces", jit_compile=jit), model, None)
         print(f"   jit_compile={jit!s:5s} {training_rate(model, data, batch, args.steps):10,.0f}")
 
     print("\n3. the faces network, per-pair vs in-batch (att_faces_oneshot):")
@@ -114,14 +116,14 @@ def main(argv):
     keras.utils.set_random_seed(SEED)
     model, base = siamese_network_funcs.build_siamese_model(
         imageset.images.shape[1:], "faces", normalize=True)
-    siamese_network_funcs.compile_model(model, dict(config, loss="contrastive",
-                                                    distance="euclidean"))
+    siamese_network_funcs.compile_network(
+        dict(config, loss="contrastive", distance="euclidean", pairing="pairs"), model, base)
     pair_rate = training_rate(model, data, batch, args.steps)
     # The same layers as the pair model's (a projection head is the embedding layer).
-    siamese_network_funcs.compile_embedding(base, dict(config, projection_head=False))
+    siamese_network_funcs.compile_network(dict(config, projection_head=False), model, base)
     k = config["images_per_class"]
-    batches = prepare_data.pk_batches(imageset.labels, everyone, batch // k, k,
-                                      args.steps + 2, np.random.default_rng(SEED))
+    batches = samplers.pk_batches(imageset.labels, everyone, batch // k, k,
+                                  args.steps + 2, np.random.default_rng(SEED))
     images = prepare_data.image_dataset(imageset.images, imageset.labels, batches)
     image_rate = training_rate(base, images, batch, args.steps)
     per_batch_pairs = batch * (batch - 1) // 2

@@ -38,9 +38,11 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import backbones  # noqa: E402
 import metrics  # noqa: E402
 import prepare_data  # noqa: E402
 import runs  # noqa: E402
+import samplers  # noqa: E402
 
 # TensorFlow is imported only inside the cell processes (train_cell, embed_cell): a child
 # process starts with its parent's peak RSS in ru_maxrss, so the parent must stay small.
@@ -145,7 +147,7 @@ def train_cell(cell):
                                      batch_size=cell["batch_size"])
     model, _ = siamese_network_funcs.build_siamese_model(imageset.images.shape[1:],
                                                          architecture)
-    siamese_network_funcs.compile_model(model, config)
+    siamese_network_funcs.compile_network(config, model, None)
 
     started = time.perf_counter()
     if cell["approach"] == "write-ups":
@@ -192,7 +194,7 @@ def time_oneshot(base, imageset, ways, trials):
     ways = min(ways, len(imageset.class_names))
     everyone = np.arange(len(imageset.class_names))
     started = time.perf_counter()
-    queries, candidates, answers = metrics.make_oneshot_trials(
+    queries, candidates, answers = samplers.make_oneshot_trials(
         imageset.labels, everyone, ways, trials, np.random.default_rng(SEED),
         imageset.groups)
     drawn = time.perf_counter()
@@ -225,8 +227,8 @@ def embed_cell(cell):
     result, bases = {}, {}
     for name, imageset, source in (("att_faces", faces, faces_source),
                                    ("omniglot", omniglot, omniglot_source)):
-        bases[name] = siamese_network_funcs.build_base_network(
-            imageset.images.shape[1:], **siamese_network_funcs.ARCHITECTURES[name])
+        bases[name] = backbones.build_conv_stack(
+            imageset.images.shape[1:], **backbones.BACKBONES[name])
         result[name] = dict(embed_throughput(bases[name], imageset.images,
                                              cell["embed_images"]),
                             source=source, shape="x".join(map(str, EMBED_SHAPES[name])))

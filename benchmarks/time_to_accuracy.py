@@ -19,6 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import callbacks  # noqa: E402
 import train  # noqa: E402
 from configurator import get_config  # noqa: E402
 
@@ -34,7 +35,7 @@ def timed_training(config, target):
     (seconds, val_oneshot) and the seconds to the target (None if never reached)."""
     timeline = []
     started = time.perf_counter()
-    original = train.SaveProgress.on_epoch_end
+    original = callbacks.SaveProgress.on_epoch_end
 
     def record(progress, epoch, logs=None):
         original(progress, epoch, logs)
@@ -43,11 +44,11 @@ def timed_training(config, target):
         if logs["val_oneshot"] >= target:
             progress.model.stop_training = True
 
-    train.SaveProgress.on_epoch_end = record
+    callbacks.SaveProgress.on_epoch_end = record
     try:
         train.train(config)
     finally:
-        train.SaveProgress.on_epoch_end = original
+        callbacks.SaveProgress.on_epoch_end = original
     reached = next((seconds for seconds, accuracy in timeline if accuracy >= target), None)
     return timeline, reached
 

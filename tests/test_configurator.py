@@ -7,7 +7,7 @@ import pytest
 import configs
 import configurator
 from configurator import get_config
-from siamese_network_funcs import ARCHITECTURES, make_optimizer
+from backbones import BACKBONES
 
 
 def _expected(value):
@@ -60,7 +60,7 @@ def test_overriding_a_preset_key_does_not_change_the_preset():
 @pytest.mark.parametrize("dataset", sorted(configs.PRESETS))
 def test_every_preset_resolves_to_a_valid_config(dataset):
     config = get_config([f"--dataset={dataset}"])
-    assert config["architecture"] in ARCHITECTURES
+    assert config["architecture"] in BACKBONES
     assert config["dataset"] == dataset
 
 
@@ -94,13 +94,18 @@ def test_an_int_is_accepted_for_a_float_setting(key):
     assert value == 2.0 and type(value) is float
 
 
-def test_boolean_settings_parse_true_and_false():
-    keys = [k for k, v in configurator.defaults().items() if isinstance(v, bool)]
-    if not keys:
-        pytest.skip("configs.py has no boolean setting")
-    key = keys[0]
-    assert get_config([f"--{key}=True"])[key] is True
-    assert get_config([f"--{key}=False"])[key] is False
+BOOLEAN_SETTINGS = [k for k, v in configurator.defaults().items() if isinstance(v, bool)]
+
+
+def test_configs_has_boolean_settings():
+    assert {"augment", "strict", "refit"} <= set(BOOLEAN_SETTINGS)
+
+
+@pytest.mark.parametrize("key", BOOLEAN_SETTINGS)
+def test_boolean_settings_parse_true_and_false(key):
+    needs = ["--augment=True"] if key in ("flip", "erase") else []  # distortions of it
+    assert get_config([f"--{key}=True", *needs])[key] is True
+    assert get_config([f"--{key}=False", *needs])[key] is False
     with pytest.raises(ValueError, match=key):
         get_config([f"--{key}=1"])
 
@@ -198,14 +203,14 @@ def test_test_fraction_zero_is_allowed_with_class_splits():
 
 @pytest.mark.parametrize("key, allowed", [
     ("split", ("classes", "groups", "pairs")),
-    ("loss", ("contrastive", "bce", "triplet", "supcon", "normsoftmax")),
+    ("loss", ("contrastive", "bce", "triplet", "supcon", "normsoftmax", "prototypical")),
     ("mining", ("semi_hard", "hard", "all")),
     ("pairing", ("pairs", "batch")),
     ("monitor", ("val_loss", "val_oneshot")),
     ("distance", ("euclidean", "l1_sigmoid")),
     ("optimizer", ("rmsprop", "adam", "sgd")),
     ("dataset", tuple(configs.PRESETS)),
-    ("architecture", tuple(ARCHITECTURES)),
+    ("architecture", tuple(BACKBONES)),
 ])
 def test_value_not_among_the_choices_raises_listing_them(key, allowed):
     with pytest.raises(ValueError) as error:
@@ -224,6 +229,7 @@ def test_channels_must_be_one_or_three():
 
 @pytest.mark.parametrize("name", configurator.CHOICES["optimizer"])
 def test_every_allowed_optimizer_can_be_built(name):
+    from siamese_network_funcs import make_optimizer
     config = get_config([f"--optimizer={name}", "--learning_rate=0.01"])
     optimizer = make_optimizer(config["optimizer"], config["learning_rate"])
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
@@ -411,3 +417,18 @@ def test_setting_notes_read_comments_not_hashes_inside_strings(tmp_path):
         ("first", "gamma", ""),
         ("second", "delta", '"x": an x; "y": a y'),
     ]
+
+
+def test_a_config_resolves_without_loading_tensorflow():
+    # A fresh interpreter: in this one the other tests have loaded TensorFlow already.
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+    code = ("import sys, configurator; configurator.get_config(['--dataset=omniglot']); "
+            "configurator.help_text('doc'); "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -16,11 +16,11 @@ SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import siamese_network_funcs, train
+    import backbones, train
     from configurator import get_config
     # No dropout or batch norm: their per-replica randomness and statistics would
     # make the two runs differ for reasons other than distribution.
-    siamese_network_funcs.ARCHITECTURES["tiny"] = dict(conv=[(4, 3, True)],
+    backbones.BACKBONES["tiny"] = dict(conv=[(4, 3, True)],
                                                        embedding_dim=8)
     recipe = json.loads(sys.argv[2])
     losses = {}

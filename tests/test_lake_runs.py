@@ -8,6 +8,7 @@ from PIL import Image
 
 import evaluate
 import lake_runs
+import metrics
 import predict
 
 
@@ -47,7 +48,7 @@ class PixelMatcher(predict.Matcher):
 
     def __init__(self):  # no trained run: pixels are the embedding
         self.config = {"image_size": (12, 12), "downsample": 1, "channels": 1}
-        self.head, self.threshold = None, float("inf")
+        self.scorer, self.threshold = metrics.EUCLIDEAN, float("inf")
 
     def embed(self, images):
         return np.stack(images).reshape(len(images), -1).astype(np.float32)

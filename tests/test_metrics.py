@@ -4,7 +4,8 @@ import pytest
 
 import keras
 import metrics
-from siamese_network_funcs import EuclideanDistance, build_siamese_model
+from network_layers import EuclideanDistance
+from siamese_network_funcs import build_siamese_model
 
 
 def test_pair_distances_match_the_distance_layer():
@@ -13,7 +14,7 @@ def test_pair_distances_match_the_distance_layer():
     pairs = np.array([[0, 1], [2, 2], [9, 3], [4, 8]], np.int32)  # [2, 2]: zero distance
     expected = np.asarray(EuclideanDistance()([embeddings[pairs[:, 0]],
                                                embeddings[pairs[:, 1]]]))[:, 0]
-    distances = metrics.pair_distances(embeddings, pairs)
+    distances = metrics.EUCLIDEAN.pairs(embeddings, pairs)
     assert distances.shape == (4,)
     np.testing.assert_allclose(distances, expected, rtol=1e-5, atol=1e-7)
     assert distances[1] < 1e-3
@@ -28,7 +29,7 @@ def test_embed_then_score_equals_the_pair_model():
     assert embeddings.shape == (12, 50)
     from_model = model.predict([images[pairs[:, 0]].astype(np.float32),
                                 images[pairs[:, 1]].astype(np.float32)], verbose=0)
-    np.testing.assert_allclose(metrics.pair_distances(embeddings, pairs),
+    np.testing.assert_allclose(metrics.EUCLIDEAN.pairs(embeddings, pairs),
                                from_model[:, 0], rtol=1e-4, atol=1e-6)
 
 
@@ -70,54 +71,6 @@ def test_roc_of_a_perfect_and_of_a_reversed_score():
 
 # --- N-way one-shot tasks ---------------------------------------------------------------
 
-def _labels_and_groups():
-    labels = np.repeat(np.arange(12), 4)  # 12 classes x 4 images
-    groups = ["alpha"] * 6 + ["beta"] * 6  # class -> its parent folder
-    return labels, groups
-
-
-@pytest.mark.parametrize("within_group", [False, True])
-def test_oneshot_tasks_have_exactly_one_candidate_of_the_query_class(within_group):
-    labels, groups = _labels_and_groups()
-    class_ids = np.arange(12)
-    queries, candidates, answers = metrics.make_oneshot_trials(
-        labels, class_ids, 5, 300, np.random.default_rng(0),
-        groups if within_group else None)
-    assert candidates.shape == (300, 5)
-    for query, row, answer in zip(queries, candidates, answers):
-        same = labels[row] == labels[query]
-        assert same.sum() == 1 and same[answer]
-        assert row[answer] != query  # the answer is another image of the class
-        assert len(set(labels[row])) == 5  # one image of each of 5 classes
-        if within_group:
-            assert len({groups[c] for c in labels[row]}) == 1
-    assert set(answers) == set(range(5))  # the answer's position varies
-
-
-def test_oneshot_tasks_mix_groups_without_within_group():
-    labels, groups = _labels_and_groups()
-    _, candidates, _ = metrics.make_oneshot_trials(labels, np.arange(12), 5, 200,
-                                                   np.random.default_rng(1))
-    mixed = [len({groups[c] for c in labels[row]}) > 1 for row in candidates]
-    assert any(mixed)
-
-
-def test_oneshot_tasks_are_deterministic_for_a_seed_and_use_only_given_classes():
-    labels, _ = _labels_and_groups()
-    class_ids = np.array([1, 3, 5, 7, 9])
-    first = metrics.make_oneshot_trials(labels, class_ids, 3, 50, np.random.default_rng(7))
-    again = metrics.make_oneshot_trials(labels, class_ids, 3, 50, np.random.default_rng(7))
-    for a, b in zip(first, again):
-        np.testing.assert_array_equal(a, b)
-    assert set(labels[first[1].ravel()]) <= set(class_ids)
-
-
-def test_oneshot_tasks_need_enough_classes_and_say_how_many_there_are():
-    labels, groups = _labels_and_groups()
-    with pytest.raises(ValueError, match="--ways=6"):
-        metrics.make_oneshot_trials(labels, np.arange(12), 7, 10,
-                                    np.random.default_rng(0), groups)
-
 
 def test_oneshot_accuracy_picks_the_nearest_and_with_a_head_the_most_similar():
     embeddings = np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 0.0], [0.0, 2.0]])
@@ -125,9 +78,9 @@ def test_oneshot_accuracy_picks_the_nearest_and_with_a_head_the_most_similar():
     assert metrics.oneshot_accuracy(embeddings, queries, candidates, np.array([1])) == 1.0
     assert metrics.oneshot_accuracy(embeddings, queries, candidates, np.array([0])) == 0.0
     # A head whose alpha rewards differences (p grows with |a - b|) picks the farthest.
-    head = (np.array([1.0, 1.0]), 0.0)
+    koch = metrics.PairScorer(np.array([1.0, 1.0]), 0.0)
     assert metrics.oneshot_accuracy(embeddings, queries, candidates, np.array([2]),
-                                    head=head) == 1.0
+                                    koch) == 1.0
 
 
 @pytest.mark.parametrize("accuracy, n, expected", [

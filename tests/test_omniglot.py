@@ -12,6 +12,7 @@ import evaluate
 import lake_runs
 import prepare_data
 import runs
+import samplers
 from configurator import get_config
 
 # sha256 of the mini set's pixels, as datasets/build_omniglot_mini.py printed it.
@@ -91,7 +92,7 @@ def test_preset_splits_whole_alphabets_and_draws_tasks_within_one(request, datas
         assert len({imageset.groups[c] for c in classes}) == 1
         assert imageset.groups[classes[0]] in alphabets["val"]
 
-    labels, class_ids, _ = prepare_data.rotated_classes(
+    labels, class_ids, _ = samplers.rotated_classes(
         imageset.labels, splits.class_split["train"], imageset.groups)
     assert len(class_ids) == 4 * len(splits.class_split["train"])
     assert np.isin(labels[np.isin(labels, class_ids)] % 964,

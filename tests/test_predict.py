@@ -1,174 +1,25 @@
 """evaluate.py and predict.py on a small trained run: evaluation files, verify, identify,
-enrolment by adding a folder, and the gallery cache."""
+enrolment by adding a folder, and the gallery cache. A damaged run folder, gallery or
+query is a one-line error naming the file at fault; a gallery cache is never unpickled
+and file names never reach a shell."""
 import argparse
 import importlib.util
+import io
 import json
 import os
+import pickle
+import shutil
 import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import evaluate
+import metrics
 import predict
-import train
 from configurator import get_config
-from conftest import REPO_ROOT, write_class_folders
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    data = write_class_folders(tmp_path_factory.mktemp("data"), 12)
-    config = get_config(dataset="folder", data_dir=str(data), channels=1,
-                        image_size=(24, 24), architecture="digits", epochs=3,
-                        total_sample_size=400, batch_size=32, trials=50,
-                        out_dir=str(tmp_path_factory.mktemp("runs")))
-    return train.train(config)
-
-
-def test_training_writes_the_evaluation(run_dir):
-    with open(os.path.join(run_dir, "evaluation.json")) as handle:
-        results = json.load(handle)
-    for key in ("test_pair_accuracy", "threshold", "roc_auc", "eer", "oneshot_accuracy",
-                "pixel_nn_oneshot_accuracy", "ways", "trials", "oneshot_curve"):
-        assert key in results
-    assert results["ways"] == len(results["test_classes"])  # fewer than 20 test classes
-    assert results["chance"] == pytest.approx(1 / results["ways"])
-    for plot in ("roc.png", "distance_hist.png", "oneshot_curve.png",
-                 "oneshot_examples.png", "embeddings.png"):
-        assert os.path.getsize(os.path.join(run_dir, plot)) > 1000
-
-
-def test_evaluate_script_reproduces_the_training_evaluation(run_dir, tmp_path):
-    assert evaluate.main([f"--run_dir={run_dir}", f"--report_dir={tmp_path}"]) == 0
-    with open(os.path.join(run_dir, "evaluation.json")) as handle:
-        during_training = json.load(handle)
-    with open(tmp_path / "evaluation.json") as handle:
-        afterwards = json.load(handle)
-    for key in ("test_pair_accuracy", "threshold", "oneshot_accuracy", "test_classes"):
-        assert afterwards[key] == pytest.approx(during_training[key], abs=1e-5)
-
-
-def test_evaluate_on_another_folder_treats_every_class_as_unseen(run_dir, tmp_path):
-    other = write_class_folders(tmp_path / "other", 5, seed=9)
-    report = tmp_path / "report"
-    results = evaluate.evaluate_run(run_dir, {"data_dir": str(other), "ways": 5},
-                                    report_dir=str(report))
-    assert results["test_classes"] == [f"person{k}" for k in range(1, 6)]
-    assert results["ways"] == 5 and (report / "evaluation.json").exists()
-
-
-def test_evaluate_on_the_training_folder_spelled_otherwise_keeps_the_run_split(
-        run_dir, tmp_path, monkeypatch):
-    data_dir = json.load(open(os.path.join(run_dir, "config.json")))["data_dir"]
-    trained = json.load(open(os.path.join(run_dir, "evaluation.json")))
-    monkeypatch.chdir(os.path.dirname(data_dir))  # relative, with a trailing slash
-    results = evaluate.evaluate_run(
-        run_dir, {"data_dir": os.path.basename(data_dir) + os.sep},
-        report_dir=str(tmp_path))
-    assert results["test_classes"] == trained["test_classes"]
-    assert results["oneshot_accuracy"] == pytest.approx(trained["oneshot_accuracy"])
-
-
-def _run_on_a_copy_of_its_data(run_dir, tmp_path):
-    """A copy of the run folder whose config.json points at a copy of its data."""
-    import shutil
-
-    run, data = tmp_path / "run", tmp_path / "data"
-    shutil.copytree(run_dir, run)
-    config = json.loads((run / "config.json").read_text())
-    shutil.copytree(config["data_dir"], data)
-    (run / "config.json").write_text(json.dumps(dict(config, data_dir=str(data))))
-    return str(run), data
-
-
-@pytest.mark.parametrize("change, named", [("add", "added: person13"),
-                                           ("remove", "gone: person2")])
-def test_evaluate_refuses_a_training_folder_whose_classes_changed(run_dir, tmp_path,
-                                                                  capsys, change,
-                                                                  named):
-    # The split is drawn again from the folder: with a class more or less it would be
-    # another split, and training people could be reported as never seen.
-    import shutil
-
-    run, data = _run_on_a_copy_of_its_data(run_dir, tmp_path)
-    before = (tmp_path / "run" / "evaluation.json").read_text()
-    if change == "add":
-        shutil.copytree(data / "person1", data / "person13")
-    else:
-        shutil.rmtree(data / "person2")
-    assert evaluate.main([f"--run_dir={run}"]) == 2
-    error = capsys.readouterr().err
-    assert named in error and "could count training classes as unseen" in error
-    assert (tmp_path / "run" / "evaluation.json").read_text() == before  # kept
-
-
-def test_evaluate_on_another_folder_refuses_classes_the_run_trained_on(run_dir,
-                                                                      tmp_path, capsys):
-    # Links into the training folder (or a sub-folder of it) are not unseen classes;
-    # links to its test classes are.
-    config = json.load(open(os.path.join(run_dir, "config.json")))
-    parts = config["classes"]
-    linked = tmp_path / "linked"
-    linked.mkdir()
-    for name in parts["test"] + parts["train"][:2]:
-        os.symlink(os.path.join(config["data_dir"], name), linked / name)
-    assert evaluate.main([f"--run_dir={run_dir}", f"--data_dir={linked}"]) == 2
-    error = capsys.readouterr().err
-    assert f"2 class(es) of {str(linked)!r}" in error and parts["train"][0] in error
-    for name in parts["train"][:2]:
-        os.remove(linked / name)
-    results = evaluate.evaluate_run(run_dir, {"data_dir": str(linked)},
-                                    report_dir=str(tmp_path / "report"))
-    assert sorted(results["test_classes"]) == sorted(parts["test"])
-
-
-def test_evaluate_reports_on_two_folders_of_one_name_side_by_side(run_dir, tmp_path,
-                                                                  capsys):
-    import shutil
-
-    run, _ = _run_on_a_copy_of_its_data(run_dir, tmp_path)
-    first = write_class_folders(tmp_path / "x1" / "images", 4, seed=5)
-    second = write_class_folders(tmp_path / "x2" / "images", 5, seed=6)
-    for folder, report in ((first, "evaluation-images"), (second, "evaluation-images-2"),
-                           (first, "evaluation-images")):  # again: its own report
-        results = evaluate.evaluate_run(run, {"data_dir": str(folder), "ways": 4})
-        saved = json.load(open(os.path.join(run, report, "evaluation.json")))
-        assert saved["data_dir"] == str(folder) == results["data_dir"]
-    assert not os.path.exists(os.path.join(run, "evaluation-images-3"))
-    one_class = tmp_path / "one"
-    shutil.copytree(first / "person1", one_class / "person1")
-    assert evaluate.main([f"--run_dir={run}", f"--data_dir={one_class}"]) == 2
-    assert "needs at least 2 such classes" in capsys.readouterr().err
-
-
-def test_evaluate_on_another_folder_of_other_sizes_leaves_the_run_results(tmp_path):
-    # A run trained on the files' own size (image_size=None): another folder's images
-    # are resized to it, and the report goes beside the run's own, not over it.
-    data = write_class_folders(tmp_path / "data", 8, size=(20, 20))
-    run = train.train(get_config(dataset="folder", data_dir=str(data), channels=1,
-                                 image_size=None, architecture="digits", epochs=1,
-                                 total_sample_size=100, batch_size=32, trials=20,
-                                 out_dir=str(tmp_path / "runs")))
-    before = open(os.path.join(run, "evaluation.json")).read()
-    other = write_class_folders(tmp_path / "other", 4, size=(30, 26), seed=4)
-    results = evaluate.evaluate_run(run, {"data_dir": str(other)})
-    assert results["test_classes"] == [f"person{k}" for k in range(1, 5)]
-    assert open(os.path.join(run, "evaluation.json")).read() == before
-    assert os.path.exists(os.path.join(run, "evaluation-other", "evaluation.json"))
-
-
-def test_evaluate_script_refuses_training_settings_and_missing_runs(run_dir, capsys):
-    assert evaluate.main([f"--run_dir={run_dir}", "--epochs=3"]) == 2
-    assert "cannot change after training" in capsys.readouterr().err
-    for setting in ("--seed=7", "--test_fraction=0.5", "--split=pairs"):
-        # these would draw another split and report training classes as unseen
-        assert evaluate.main([f"--run_dir={run_dir}", setting]) == 2
-        assert "cannot change after training" in capsys.readouterr().err
-    assert evaluate.main(["--run_dir=/no/such/run"]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    assert evaluate.main([]) == 2
+from conftest import (REPO_ROOT, copy_run_with_its_data, load_with_warnings, save_image,
+                      write_class_folders)
 
 
 def test_verify_same_image_is_same_and_preprocesses_any_image(run_dir, tmp_path):
@@ -291,7 +142,7 @@ def test_identify_and_verify_warn_when_a_gallery_drifts_from_the_threshold(run_d
     query = str(gallery / "person1" / "1.png")
     matcher = predict.Matcher(run_dir)
     embeddings, owners, _ = matcher.gallery(str(gallery))
-    spread = predict.calibration.impostor_summary(embeddings, owners, matcher.head)
+    spread = predict.calibration.impostor_summary(embeddings, owners, matcher.scorer)
     matcher.reference = spread  # a threshold set on classes like these: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -337,7 +188,6 @@ def load_example(name):
     return example
 
 
-
 def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_path,
                                                                capsys):
     # README's `python examples/identify_demo.py --run_dir=RUN`, on the small run.
@@ -346,8 +196,8 @@ def test_identify_demo_enrols_unseen_people_from_one_image_each(run_dir, tmp_pat
     assert demo.main([f"--run_dir={run_dir}", f"--gallery={gallery}"]) == 0
     enrolled, added, where = capsys.readouterr().out.strip().split("\n")
 
-    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
-    test_people, newcomer = metrics["test_classes"], metrics["val_classes"][0]
+    recorded = json.load(open(os.path.join(run_dir, "metrics.json")))
+    test_people, newcomer = recorded["test_classes"], recorded["val_classes"][0]
     folders = sorted(p.name for p in gallery.iterdir() if p.is_dir())
     assert folders == sorted(test_people + [newcomer])
     for name in folders:  # each enrolled with its first image only
@@ -396,7 +246,7 @@ def test_identify_demo_refuses_what_it_cannot_use_without_a_traceback(run_dir, t
         assert message in capsys.readouterr().err
     assert os.listdir(used) == ["someone"]
 
-    run, data = _run_on_a_copy_of_its_data(run_dir, tmp_path / "copy")
+    run, data = copy_run_with_its_data(run_dir, tmp_path / "copy")
     person = json.load(open(os.path.join(run, "metrics.json")))["test_classes"][0]
     (data / person).rename(data / "renamed")
     assert demo.main([f"--run_dir={run}"]) == 2
@@ -404,20 +254,273 @@ def test_identify_demo_refuses_what_it_cannot_use_without_a_traceback(run_dir, t
         capsys.readouterr().err
 
 
-@pytest.mark.parametrize("head", [None, (np.linspace(-1, 1, 8), 0.3)])
-def test_vectorised_class_distances_equal_the_per_class_loop(head):
+@pytest.mark.parametrize("scorer", [metrics.EUCLIDEAN,
+                                    metrics.PairScorer(np.linspace(-1, 1, 8), 0.3)])
+def test_vectorised_class_distances_equal_the_per_class_loop(scorer):
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(300, 8)).astype(np.float32)
     owners = [f"c{k}" for k in rng.integers(0, 40, 300)]  # classes interleaved
     queries = rng.normal(size=(25, 8)).astype(np.float32)
-    per_class, names = predict.class_distances(queries, gallery, owners, head,
+    per_class, names = predict.class_distances(queries, gallery, owners, scorer,
                                                chunk_bytes=4096)  # several chunks
     assert names == list(dict.fromkeys(owners))
     owners = np.asarray(owners)
     for query, row in zip(queries, per_class):
-        distances = predict.metrics.dissimilarity(gallery, query, head)
+        distances = scorer(gallery, query)
         np.testing.assert_allclose(row, [distances[owners == n].min() for n in names],
                                    rtol=1e-6)
+
+
+def _png_bytes():
+    noise = np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# --- predict.py on damaged run folders, galleries and queries ---------------------------
+
+@pytest.fixture(scope="module")
+def digits_run_dir(tmp_path_factory):
+    """A real (tiny, 1-epoch) digits run: the model files predict.py needs."""
+    import train
+    out = tmp_path_factory.mktemp("runs")
+    return train.train(get_config(dataset="digits", out_dir=str(out), epochs=1,
+                                  total_sample_size=200,
+                                  batch_size=32, trials=20))
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A query image and a small gallery of two people."""
+    query = save_image(tmp_path / "query.png", 120, size=(8, 8))
+    for person, value in (("alice", 30), ("bob", 220)):
+        for i in (1, 2):
+            save_image(tmp_path / "gallery" / person / f"{i}.png", value + i, size=(8, 8))
+    return query, str(tmp_path / "gallery")
+
+
+def _copy_run(run_dir, tmp_path, **files):
+    """A copy of the run with files replaced (bytes) or removed (None)."""
+    copy = str(tmp_path / "damaged_run")
+    shutil.copytree(run_dir, copy)
+    for name, content in files.items():
+        path = os.path.join(copy, name)
+        if content is None:
+            os.remove(path)
+        else:
+            with open(path, "wb") as handle:
+                handle.write(content)
+    return copy
+
+
+def _cli_error(capsys, argv):
+    """predict.main(argv) must return 2 and print one 'error: ...' line, no traceback."""
+    assert predict.main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    return captured.err[len("error: "):].strip()
+
+
+DAMAGE = {  # what is wrong -> (files changed, the start of the message after the path)
+    "model.keras missing": ({"model.keras": None},
+                            "model.keras is missing: retrain, or pass a complete run"),
+    "embedding.keras missing": ({"embedding.keras": None},
+                                "embedding.keras is missing: retrain"),
+    "model.keras not a model": ({"model.keras": b"junk"},
+                                "model.keras is damaged (not a .keras zip archive)"),
+    "config.json not JSON": ({"config.json": b"{garbage"}, "config.json is damaged ("),
+    "config.json not text": ({"config.json": b"\xff\xfe\x00\xd8junk"},
+                             "config.json is damaged ("),
+    "config.json a list": ({"config.json": b"[1, 2]"},
+                           "config.json holds no settings: it comes from another"),
+    "config.json empty dict": ({"config.json": b"{}"},
+                               "config.json lacks channels, downsample, margin, "
+                               "source_size: it comes from another version of this "
+                               "project; retrain with this version"),
+    "evaluation.json not JSON": ({"evaluation.json": b"nan nan"},
+                                 "evaluation.json is damaged ("),
+    "evaluation.json threshold not a number": (
+        {"evaluation.json": b'{"threshold": "0.5x"}'},
+        "evaluation.json holds threshold='0.5x', not a number: restore it, or rerun "
+        "python evaluate.py --run_dir="),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_run_folder_is_a_clear_cli_error_naming_the_file(digits_run_dir,
+                                                                 tmp_path, capsys, images,
+                                                                 damage):
+    files, expected = DAMAGE[damage]
+    damaged = _copy_run(digits_run_dir, tmp_path, **files)
+    message = _cli_error(capsys, ["verify", damaged, images[0], images[0]])
+    name = expected.split(" ")[0]
+    assert os.path.join(damaged, name) in message
+    assert expected in message
+
+
+def test_missing_run_folder_is_a_clear_cli_error(tmp_path, capsys, images):
+    missing = str(tmp_path / "no_such_run")
+    assert _cli_error(capsys, ["verify", missing, images[0], images[0]]) == (
+        f"run folder {missing!r} does not exist: pass the folder that train.py printed "
+        f"at the end")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert _cli_error(capsys, ["verify", str(a_file), images[0], images[0]]) == (
+        f"{str(a_file)!r} is a file, not a run folder: pass the folder that train.py "
+        f"printed at the end")
+
+
+def test_config_from_an_older_version_without_distance_still_works(digits_run_dir,
+                                                                   tmp_path, images):
+    with open(os.path.join(digits_run_dir, "config.json")) as handle:
+        config = json.load(handle)
+    del config["distance"]  # written only since Koch's head was added
+    old = _copy_run(digits_run_dir, tmp_path,
+                    **{"config.json": json.dumps(config).encode(),
+                       "evaluation.json": None})
+    with pytest.warns(UserWarning, match="no evaluation.json: deciding by the write-ups'"):
+        matcher = predict.Matcher(old)
+    assert matcher.threshold == config["margin"] / 2
+    assert matcher.verify(images[0], images[0])["same"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "a file", "no class folders"])
+def test_unusable_gallery_is_a_clear_cli_error_naming_it(digits_run_dir, tmp_path,
+                                                         capsys, images, kind):
+    gallery = tmp_path / f"gallery_{kind.replace(' ', '_')}"
+    if kind == "empty":
+        gallery.mkdir()
+    elif kind == "a file":
+        gallery.write_text("")
+    elif kind == "no class folders":
+        save_image(gallery / "alice.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        message = _cli_error(capsys, ["identify", digits_run_dir, images[0],
+                                      f"--gallery={gallery}"])
+    # a photo at the gallery's top is named, not silently dropped
+    assert ["alice.png" in str(w.message) for w in caught] == \
+        [True] * (kind == "no class folders")
+    if kind in ("missing", "a file"):
+        assert message == (f"gallery {str(gallery)!r} is not a folder: pass "
+                           f"--gallery=DIR, a folder with one sub-folder of images per "
+                           f"person or class")
+    else:
+        assert message.startswith(f"no class folders found in {str(gallery)!r}: expected "
+                                  f"one sub-folder per class")
+
+
+@pytest.mark.parametrize("kind", ["missing", "a folder", "truncated", "not an image"])
+def test_unusable_query_is_a_clear_cli_error_naming_it(digits_run_dir, tmp_path, capsys,
+                                                       images, kind):
+    query = tmp_path / "query_file.png"
+    if kind == "a folder":
+        query.mkdir()
+    elif kind == "truncated":
+        query.write_bytes(_png_bytes()[:300])
+    elif kind == "not an image":
+        query.write_text("hello")
+    expected = {"missing": f"image {str(query)!r} does not exist",
+                "a folder": f"image {str(query)!r} is a folder, not an image file",
+                "truncated": f"cannot read image {str(query)!r} (image file is "
+                             f"truncated): replace or remove it",
+                "not an image": f"cannot read image {str(query)!r} (cannot identify "
+                                f"image file"}[kind]
+    message = _cli_error(capsys, ["identify", digits_run_dir, str(query),
+                                  f"--gallery={images[1]}"])
+    assert message.startswith(expected)
+    message = _cli_error(capsys, ["verify", digits_run_dir, images[0], str(query)])
+    assert message.startswith(expected)
+
+
+# --- safety: no unpickling, no shell ----------------------------------------------------
+
+class _Payload:
+    """Unpickling this would create the file `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _write_pickled_npz(path, marker):
+    stamps = np.array([_Payload(marker)], dtype=object)
+    np.savez(path, stamps=stamps, embeddings=np.zeros((1, 4)))
+
+
+def _write_bytes(data):
+    def write(path, marker):
+        with open(path, "wb") as handle:
+            handle.write(data(marker) if callable(data) else data)
+    return write
+
+
+def _write_npy(path, marker):
+    with open(path, "wb") as handle:  # np.save(name) would add ".npy"
+        np.save(handle, np.zeros(3))
+
+
+CACHES = {  # what the cache file holds -> how to write it
+    "pickled objects": _write_pickled_npz,
+    "a pickle stream": _write_bytes(lambda marker: pickle.dumps(_Payload(marker))),
+    "garbage": _write_bytes(b"not a cache"),
+    "empty": _write_bytes(b""),
+    "truncated zip": _write_bytes(b"PK\x03\x04" + b"0" * 50),
+    "a plain .npy": _write_npy,
+    "other arrays": lambda path, marker: np.savez(path, something=np.zeros(2)),
+    "mismatched arrays": lambda path, marker: np.savez(
+        path, stamps=np.array(["a", "b"]), embeddings=np.zeros((3, 4))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CACHES))
+def test_bad_gallery_cache_is_never_unpickled_and_is_rebuilt(digits_run_dir, tmp_path,
+                                                            images, kind):
+    query, gallery = images
+    matcher = predict.Matcher(digits_run_dir)
+    expected = matcher.gallery(gallery)[0]
+    cache = os.path.join(gallery, f".siamese-cache-{matcher.model_id}.npz")
+    marker = str(tmp_path / "UNPICKLED")
+    CACHES[kind](cache, marker)
+
+    with pytest.warns(UserWarning) as caught:
+        embeddings, owners, _ = matcher.gallery(gallery)
+    assert not os.path.exists(marker)
+    warned = f"ignoring the unreadable gallery cache {cache} ("
+    assert [w for w in caught if str(w.message).startswith(warned)]
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5)
+    assert owners == ["alice", "alice", "bob", "bob"]
+    with np.load(cache, allow_pickle=False) as saved:  # rewritten, plain arrays
+        assert saved["stamps"].dtype.kind == "U" and len(saved["embeddings"]) == 4
+    [result] = matcher.identify([query], gallery)
+    assert result["top"][0][0] in ("alice", "bob")
+
+
+SHELL_LIKE = "O'Brien \"Bob\"; touch PWNED $(touch PWNED2) `touch PWNED3` & |x"
+
+
+def test_names_with_spaces_quotes_and_semicolons_load_and_never_reach_a_shell(
+        digits_run_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "my data; rm -rf ~"
+    for person in (SHELL_LIKE, "plain"):
+        for i in (1, 2):
+            save_image(data / person / f"photo {i}; 'x' \"y\" $(z).png", 40 * i, size=(8, 8))
+    imageset, caught = load_with_warnings(str(data))
+    assert sorted(imageset.class_names) == sorted([SHELL_LIKE, "plain"])
+    assert len(imageset.paths) == 4 and caught == []
+
+    query = str(data / SHELL_LIKE / "photo 1; 'x' \"y\" $(z).png")
+    assert predict.main(["identify", digits_run_dir, query, f"--gallery={data}"]) == 0
+    threshold_line, answer = capsys.readouterr().out.splitlines()
+    assert threshold_line.startswith("threshold ") and answer.startswith(f"{query}: ")
+    assert predict.main(["verify", digits_run_dir, query, query]) == 0
+    assert capsys.readouterr().out.startswith("same: distance")
+    assert os.listdir(tmp_path) == ["my data; rm -rf ~"]  # no PWNED file anywhere
 
 
 # --- predict.py -h ----------------------------------------------------------------

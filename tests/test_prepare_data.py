@@ -1,4 +1,10 @@
-"""prepare_data: class folders -> one uint8 image array -> balanced labelled pairs."""
+"""prepare_data: class folders -> one uint8 image array -> balanced labelled pairs.
+
+Bad data gets clear errors: every message names the file, folder or setting at fault and
+says how to fix it; files that cannot be used are skipped with a warning naming them.
+"""
+import errno
+import io
 import os
 import warnings
 
@@ -7,6 +13,9 @@ import pytest
 from PIL import Image
 
 import prepare_data
+import samplers
+from configurator import get_config
+from conftest import SMALL_SIZE, load_with_warnings, numbered_class_folders, save_image
 from prepare_data import (build_splits, load_folder, make_pairs, pair_dataset,
                           scan_class_folders, split_classes)
 
@@ -212,6 +221,349 @@ def test_load_digits():
     np.testing.assert_array_equal(halved.images, digits.images[:, ::2, ::2])
 
 
+# --- data_dir ---------------------------------------------------------------------------
+
+
+def _folder_config(data_dir, **overrides):
+    return get_config(dataset="folder", data_dir=str(data_dir), image_size=SMALL_SIZE,
+                      channels=1, total_sample_size=50, **overrides)
+
+
+def test_data_dir_that_is_a_file_says_so(tmp_path):
+    a_file = tmp_path / "faces.zip"
+    a_file.write_bytes(b"PK\x03\x04")
+    with pytest.raises(NotADirectoryError, match="faces.zip.* is a file"):
+        load_folder(str(a_file))
+
+
+def test_unreadable_sub_folder_is_named_not_silently_dropped(tmp_path, monkeypatch):
+    root = numbered_class_folders(tmp_path / "data", [2, 2, 2])
+    locked = os.path.join(root, "c2")
+    scandir = os.scandir
+
+    def no_permission(path):  # what a folder without read permission does
+        if os.path.abspath(path) == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return scandir(path)
+    monkeypatch.setattr(os, "scandir", no_permission)
+    imageset, caught = load_with_warnings(root)
+    assert imageset.class_names == ["c1", "c3"]
+    assert caught == [f"skipping unreadable folder {locked}: Permission denied"]
+    with pytest.raises(ValueError, match="unreadable folder .*c2: Permission denied"):
+        load_folder(root, strict=True)
+
+
+@pytest.mark.parametrize("setting", [dict(data_dir="my_photos"), dict(image_size=(16, 16)),
+                                     dict(channels=3), dict(max_images_per_class=5)])
+def test_built_in_datasets_refuse_folder_settings_they_would_ignore(tmp_path, setting):
+    # Before, `python train.py --data_dir=my_photos` trained on the digits without a
+    # word, and --image_size or --channels were saved but not used, so predict.py
+    # later expected images of another shape.
+    config = get_config(dataset="digits", out_dir=str(tmp_path), **setting)
+    with pytest.raises(ValueError, match="dataset='digits' is built in .* would be "
+                                         "ignored: for a folder of your own use "
+                                         "--dataset=folder"):
+        prepare_data.load_dataset(config)
+    assert prepare_data.load_dataset(dict(config, data_dir="", image_size=None,
+                                          channels=1, max_images_per_class=0,
+                                          downsample=2)).images.shape[1:] == (4, 4, 1)
+
+
+def test_images_directly_in_data_dir_are_named_not_silently_dropped(tmp_path):
+    root = numbered_class_folders(tmp_path / "data", [2, 2])
+    save_image(tmp_path / "data" / "stray.png")
+    (tmp_path / "data" / "README.txt").write_text("notes beside the classes: fine")
+    imageset, texts = load_with_warnings(root)
+    assert imageset.class_names == ["c1", "c2"]
+    assert texts == [f"skipping 1 image(s) directly in {root} (e.g. stray.png): they "
+                     f"belong to no class; a class is a folder of images, so move them "
+                     f"into one"]
+
+
+# --- classes with a single image --------------------------------------------------------
+
+def test_single_image_class_is_skipped_with_a_warning_naming_it(tmp_path):
+    root = numbered_class_folders(tmp_path / "data", [3, 1, 2])
+    imageset, caught = load_with_warnings(root, min_images_per_class=2)
+    assert imageset.class_names == ["c1", "c3"]
+    assert np.bincount(imageset.labels).tolist() == [3, 2]
+    lonely = os.path.join(root, "c2")
+    assert caught == [f"skipping class folder {lonely}: it holds 1 readable image(s) and "
+                      f"a class needs at least 2"]
+
+
+def test_training_data_skips_single_image_classes(tmp_path):
+    """load_dataset, what train.py calls, asks for 2 images per class."""
+    root = numbered_class_folders(tmp_path / "data", [2, 1, 2, 2])
+    with pytest.warns(UserWarning, match="class folder .*c2"):
+        imageset = prepare_data.load_dataset(_folder_config(root))
+    assert imageset.class_names == ["c1", "c3", "c4"]
+
+
+def test_a_class_left_with_one_readable_image_is_skipped_too(tmp_path):
+    root = numbered_class_folders(tmp_path / "data", [2, 2, 2])
+    (tmp_path / "data" / "c3" / "2.png").write_bytes(b"")  # zero bytes: unreadable
+    imageset, caught = load_with_warnings(root, min_images_per_class=2)
+    assert imageset.class_names == ["c1", "c2"]
+    assert any("c3" in text and "holds 1 readable" in text for text in caught)
+
+
+def test_too_few_classes_left_for_the_split_is_an_error_naming_the_settings(tmp_path):
+    root = numbered_class_folders(tmp_path / "data", [2, 1, 2, 1, 2, 2, 1])  # 4 usable classes of 7
+    with pytest.warns(UserWarning):
+        imageset = prepare_data.load_dataset(_folder_config(root))
+    assert len(imageset.class_names) == 4
+    with pytest.raises(ValueError) as error:
+        build_splits(imageset, _folder_config(root))
+    assert str(error.value) == (
+        "4 classes are too few for test_fraction=0.2 and val_fraction=0.2: each part "
+        "needs at least 2 classes. Lower --test_fraction and --val_fraction, use "
+        "--split=pairs, or a dataset with at least 6 classes")
+
+    root = numbered_class_folders(tmp_path / "data2", [3, 1])
+    with pytest.warns(UserWarning):
+        imageset = prepare_data.load_dataset(_folder_config(root, split="pairs"))
+    with pytest.raises(ValueError, match="1 class found: a Siamese network needs"):
+        build_splits(imageset, _folder_config(root, split="pairs"))
+
+
+def test_only_single_image_classes_is_an_error_naming_the_folder(tmp_path):
+    root = numbered_class_folders(tmp_path / "lonely_data", [1, 1, 1])
+    with pytest.warns(UserWarning), pytest.raises(ValueError) as error:
+        prepare_data.load_dataset(_folder_config(root))
+    assert str(error.value).startswith(f"no class folder in {root!r} holds 2 or more "
+                                       f"readable images")
+
+
+# --- corrupt and non-image files --------------------------------------------------------
+
+def _png_bytes():
+    noise = np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _jpeg_bytes():
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 90, 200)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+BROKEN_FILES = {
+    "zero_bytes.png": b"",
+    "truncated.png": _png_bytes()[:300],
+    "truncated.jpg": _jpeg_bytes()[:len(_jpeg_bytes()) // 2],
+    "text_renamed.jpg": b"this is a text file, not a JPEG",
+    "png_named.gif": b"\x89PNG\r\n\x1a\n" + b"\x00" * 20,  # broken after the signature
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_FILES))
+def test_broken_image_is_skipped_with_a_warning_naming_it_or_strict_raises(tmp_path,
+                                                                           name):
+    root = numbered_class_folders(tmp_path / "data", [3, 3])
+    broken = tmp_path / "data" / "c1" / name
+    broken.write_bytes(BROKEN_FILES[name])
+    imageset, caught = load_with_warnings(root)
+    assert len(imageset.paths) == 6 and str(broken) not in imageset.paths
+    assert [text for text in caught if str(broken) in text]
+    assert all(text.startswith(f"skipping unreadable image {broken}: ")
+               for text in caught)
+    with pytest.raises(ValueError) as error:
+        load_folder(root, strict=True)
+    assert str(error.value).startswith(f"unreadable image {broken}: ")
+    assert "fix or remove it" in str(error.value)
+
+
+def test_image_claiming_a_huge_size_is_skipped_not_a_crash(tmp_path, monkeypatch):
+    """A forged header (a decompression bomb) raises DecompressionBombError, which is
+    no OSError: it must be skipped like any unreadable file, not end the run."""
+    root = numbered_class_folders(tmp_path / "data", [2, 2])
+    bomb = save_image(tmp_path / "data" / "c2" / "bomb.png", size=(40, 40))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 12x10 is fine, 40x40 is not
+    imageset, caught = load_with_warnings(root)
+    assert bomb not in imageset.paths and len(imageset.paths) == 4
+    assert [text for text in caught if bomb in text and "exceeds limit" in text]
+
+
+def test_non_image_files_in_class_folders_are_named_hidden_and_system_files_not(
+        tmp_path):
+    root = numbered_class_folders(tmp_path / "data", [2, 2])
+    data = tmp_path / "data"
+    (data / "README.txt").write_text("dataset notes")  # beside the classes: fine
+    (data / "c1" / "notes.txt").write_text("who is who")
+    (data / "c2" / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    for junk in (".DS_Store", "Thumbs.db", "desktop.ini", "._1.png"):
+        (data / "c1" / junk).write_bytes(b"\x00\x01junk")
+    (data / "only_heic").mkdir()  # a whole person in a format not read: not silent
+    (data / "only_heic" / "1.heic").write_bytes(b"\x00")
+
+    imageset, caught = load_with_warnings(root)
+    assert imageset.class_names == ["c1", "c2"] and len(imageset.paths) == 4
+    named = sorted(os.path.relpath(text.split(": ")[0][len("skipping "):], root)
+                   for text in caught)
+    assert named == sorted([os.path.join("c1", "notes.txt"),
+                            os.path.join("c2", "photo.heic"),
+                            os.path.join("only_heic", "1.heic")])
+    assert all("not an image file (the extensions read are .pgm .png" in text
+               for text in caught)
+
+    with pytest.raises(ValueError, match=r"c1.notes\.txt: not an image file"):
+        load_folder(root, strict=True)
+
+
+def test_strict_loads_a_clean_tree_with_hidden_and_system_files(tmp_path):
+    root = numbered_class_folders(tmp_path / "data", [2, 2])
+    (tmp_path / "data" / "c1" / ".DS_Store").write_bytes(b"\x00")
+    (tmp_path / "data" / "c2" / "Thumbs.db").write_bytes(b"\x00")
+    imageset, caught = load_with_warnings(root, strict=True)
+    assert len(imageset.paths) == 4 and caught == []
+
+
+def test_strict_refuses_a_single_image_class(tmp_path):
+    root = numbered_class_folders(tmp_path / "data", [2, 1, 2])
+    with pytest.raises(ValueError) as error:
+        load_folder(root, min_images_per_class=2, strict=True)
+    assert str(error.value).startswith(f"class folder {os.path.join(root, 'c2')}: it "
+                                       f"holds 1 readable image(s)")
+
+
+def test_strict_setting_reaches_load_folder_through_load_dataset(tmp_path):
+    root = numbered_class_folders(tmp_path / "data", [2, 2])
+    broken = tmp_path / "data" / "c1" / "broken.png"
+    broken.write_bytes(b"")
+    config = dict(_folder_config(root), strict=True)  # the key configs.py will get
+    with pytest.raises(ValueError, match="broken.png"):
+        prepare_data.load_dataset(config)
+
+
+# --- sizes, modes and EXIF rotation -----------------------------------------------------
+
+GRADIENT_16 = np.linspace(0, 4000, 12 * 10).reshape(SMALL_SIZE)
+MODES = {  # file -> (image, expected grey, expected RGB at the top-left pixel)
+    "L.png": (Image.new("L", (10, 12), 80), 80, (80, 80, 80)),
+    "RGB.png": (Image.new("RGB", (10, 12), (200, 30, 90)), 88, (200, 30, 90)),
+    "RGBA.png": (Image.new("RGBA", (10, 12), (200, 30, 90, 128)), 88, (200, 30, 90)),
+    "LA.png": (Image.new("LA", (10, 12), (80, 128)), 80, (80, 80, 80)),
+    "P.gif": (Image.new("RGB", (10, 12), (255, 0, 0)).convert("P"), 76, (255, 0, 0)),
+    "P.png": (Image.new("RGB", (10, 12), (255, 0, 0)).quantize(4), 76, (255, 0, 0)),
+    "1.pbm": (Image.new("1", (10, 12), 1), 255, (255, 255, 255)),
+    "CMYK.tif": (Image.new("CMYK", (10, 12), (0, 255, 255, 0)), 76, (255, 0, 0)),
+    "I16.png": (Image.fromarray(GRADIENT_16.astype(np.uint16)), 0, (0, 0, 0)),
+    "I32.tif": (Image.fromarray(GRADIENT_16.astype(np.int32)), 0, (0, 0, 0)),
+    "F.tif": (Image.fromarray((GRADIENT_16 / 4000).astype(np.float32)), 0, (0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODES))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_mode_becomes_the_configured_channels_and_size(tmp_path, name, channels):
+    image, grey, rgb = MODES[name]
+    path = str(tmp_path / name)
+    image.save(path)
+    for size, shape in ((None, SMALL_SIZE), ((6, 5), (6, 5)), ((30, 20), (30, 20))):
+        array = prepare_data.load_image(path, size, 1, channels)
+        assert array.shape == (*shape, channels) and array.dtype == np.uint8
+    array = prepare_data.load_image(path, None, 1, channels)
+    expected = [grey] if channels == 1 else list(rgb)
+    assert np.abs(array[0, 0].astype(int) - expected).max() <= 1
+
+
+def _save_pgm_16(path, pixels):
+    """A binary 16-bit PGM (maxval 65535), which Pillow opens as mode "I"."""
+    height, width = pixels.shape
+    with open(path, "wb") as handle:
+        handle.write(f"P5\n{width} {height}\n65535\n".encode())
+        handle.write(pixels.astype(">u2").tobytes())
+
+
+@pytest.mark.parametrize("extension", ["png", "tif", "pgm"])
+def test_a_16_bit_file_gives_the_pixels_of_the_same_picture_at_8_bits(tmp_path,
+                                                                       extension):
+    picture = np.random.default_rng(0).integers(0, 256, SMALL_SIZE).astype(np.uint8)
+    picture[0, 0] = 60  # no pixel at full brightness: the scale must not come from it
+    picture[picture > 200] = 200
+    Image.fromarray(picture).save(tmp_path / "eight.png")
+    wide = picture.astype(np.uint16) * 257  # 0..255 -> 0..65535
+    path = tmp_path / f"sixteen.{extension}"
+    if extension == "pgm":
+        _save_pgm_16(path, wide)
+    else:
+        Image.fromarray(wide).save(path)
+    assert Image.open(path).mode in prepare_data.WIDE_MODES
+    np.testing.assert_array_equal(prepare_data.load_image(str(path)),
+                                  prepare_data.load_image(str(tmp_path / "eight.png")))
+
+
+@pytest.mark.parametrize("name", ["I16.png", "I32.tif"])
+def test_a_dark_16_bit_image_stays_dark(tmp_path, name):
+    """0..4000 of 65535 is a dark image: scaled by the format, not stretched to 255."""
+    path = str(tmp_path / name)
+    MODES[name][0].save(path)
+    array = prepare_data.load_image(path)[:, :, 0].astype(int)
+    expected = np.round(GRADIENT_16 * 255 / 65535)
+    assert np.abs(array - expected).max() <= 1 and array.max() == 16
+
+
+@pytest.mark.parametrize("top, full_scale", [(1.0, 1.0), (200.0, 255.0),
+                                             (4000.0, 65535.0)])
+def test_float_images_are_scaled_by_their_range_not_clipped(tmp_path, top, full_scale):
+    path = str(tmp_path / "F.tif")
+    gradient = GRADIENT_16 / 4000 * top
+    Image.fromarray(gradient.astype(np.float32)).save(path)
+    array = prepare_data.load_image(path)[:, :, 0].astype(int)
+    assert np.abs(array - np.round(gradient * 255 / full_scale)).max() <= 1
+
+
+@pytest.mark.parametrize("extension", ["png", "jpg"])
+def test_exif_orientation_6_is_rotated_upright(tmp_path, extension):
+    """Orientation 6 means "rotate 90 degrees clockwise to view": a 4-wide, 2-high
+    file with a white top-left pixel is a 2-wide, 4-high image, white at top-right."""
+    stored = np.zeros((2, 4), np.uint8)
+    stored[0, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / name)
+        for i in (1, 2):
+            Image.fromarray(stored).save(tmp_path / name / f"{i}.{extension}", exif=exif)
+    array = prepare_data.load_image(str(tmp_path / "a" / f"1.{extension}"))
+    assert array.shape == (4, 2, 1)
+    assert ((array[:, :, 0] > 128).astype(int) == [[0, 1], [0, 0], [0, 0], [0, 0]]).all()
+    imageset = load_folder(str(tmp_path))
+    assert imageset.images.shape == (4, 4, 2, 1) and imageset.source_size == (4, 2)
+
+
+@pytest.mark.parametrize("sizes, downsample, named", [
+    (((12, 10), (30, 20)), 1, "10x12, {} is 20x30"),
+    # the files' own sizes, not those after downsample (46x56 for a 92x112 face)
+    (((112, 92), (100, 80)), 2, "92x112, {} is 80x100"),
+])
+def test_mixed_sizes_error_names_a_file_of_each_size(tmp_path, sizes, downsample,
+                                                     named):
+    first, other = sizes
+    small = save_image(tmp_path / "a" / "1.png", size=first)
+    save_image(tmp_path / "a" / "2.png", size=first)
+    large = save_image(tmp_path / "b" / "1.png", size=other)
+    save_image(tmp_path / "b" / "2.png", size=first)
+    with pytest.raises(ValueError) as error:
+        load_folder(str(tmp_path), downsample=downsample)
+    expected = f"{small} is " + named.format(large) + ", width x height"
+    assert expected in str(error.value)
+    assert "--image_size=" in str(error.value)
+
+
+def test_mixed_sizes_and_modes_become_one_array_at_image_size(tmp_path):
+    save_image(tmp_path / "a" / "1.png", 50, size=(30, 20))
+    save_image(tmp_path / "a" / "2.gif", 60, size=(7, 9), mode="P")
+    save_image(tmp_path / "b" / "1.jpg", (10, 200, 30), size=(64, 48), mode="RGB")
+    save_image(tmp_path / "b" / "2.png", (10, 200, 30, 0), size=(5, 5), mode="RGBA")
+    save_image(tmp_path / "b" / "3.pbm", 1, mode="1")
+    imageset = load_folder(str(tmp_path), image_size=(16, 16), channels=3)
+    assert imageset.images.shape == (5, 16, 16, 3) and imageset.source_size == (16, 16)
+
+
 # --- pairs -------------------------------------------------------------------------
 
 # 7 classes of 1..7 images, shuffled so a class's images are not contiguous.
@@ -284,15 +636,6 @@ def test_test_fraction_zero_trains_on_all_but_validation_and_draws_no_test_pairs
     assert splits.test[0].shape == (0, 2) and splits.test[1].shape == (0,)
     assert len(splits.class_split["train"]) + len(splits.class_split["val"]) == 10
     assert len(splits.train[1]) == round(2 * 500 * 0.7)  # val takes 0.3 of everything
-
-
-@pytest.mark.parametrize("test_fraction, pairs", [(0.3, 300), (0.0, 250)])
-def test_another_folder_is_all_test_pairs_even_for_a_run_without_a_test_part(
-        digits, test_fraction, pairs):
-    splits = prepare_data.unseen_splits(digits, _config(test_fraction=test_fraction))
-    assert len(splits.test[1]) == pairs and splits.test[1].sum() == pairs / 2
-    assert len(splits.train[1]) == len(splits.val[1]) == 0
-    assert len(splits.class_split["test"]) == 10
 
 
 def test_split_classes_too_few_classes_raises():
@@ -449,71 +792,6 @@ def test_pair_dataset_shuffle_keeps_pixels_and_labels_together():
     np.testing.assert_array_equal(first_again, [label for *_, label in epochs[0]])
 
 
-# --- the P x K sampler for in-batch losses ----------------------------------------------
-
-def test_pk_batches_hold_p_distinct_classes_of_k_distinct_images():
-    labels = np.repeat(np.arange(8), 5)  # 8 classes x 5 images
-    class_ids = np.array([0, 2, 3, 5, 6, 7])
-    batches = prepare_data.pk_batches(labels, class_ids, 4, 3, 20,
-                                      np.random.default_rng(0))
-    assert batches.shape == (20, 12) and batches.dtype == np.int32
-    for batch in batches:
-        classes, counts = np.unique(labels[batch], return_counts=True)
-        assert len(classes) == 4 and set(classes) <= set(class_ids)
-        assert np.all(counts == 3)
-        assert len(np.unique(batch)) == 12  # no image twice: 5 images >= K
-    again = prepare_data.pk_batches(labels, class_ids, 4, 3, 20, np.random.default_rng(0))
-    np.testing.assert_array_equal(batches, again)
-
-
-def test_pk_batches_repeat_images_only_for_classes_smaller_than_k():
-    labels = np.array([0, 0, 1, 1, 1, 1, 2])  # class 2 has one image: not usable
-    batches = prepare_data.pk_batches(labels, [0, 1, 2], 5, 4, 10,
-                                      np.random.default_rng(1))
-    assert batches.shape == (10, 8)  # P capped at the 2 usable classes
-    for batch in batches:
-        assert set(labels[batch]) == {0, 1}
-        assert len(np.unique(batch[labels[batch] == 1])) == 4
-
-
-def test_pk_batches_draw_their_classes_from_batch_groups_parent_folders():
-    # 12 classes x 3 images in 3 alphabets: a (classes 0-5), b (6-9), c (10-11)
-    labels = np.repeat(np.arange(12), 3)
-    groups = ["a"] * 6 + ["b"] * 4 + ["c"] * 2
-    batches = prepare_data.pk_batches(labels, np.arange(12), 4, 2, 200,
-                                      np.random.default_rng(0), groups, batch_groups=1)
-    seen = set()
-    for batch in batches:
-        classes = np.unique(labels[batch])
-        assert len(classes) == 4
-        in_batch = [groups[c] for c in classes]
-        # one alphabet's classes; only alphabet c (2 classes) needs filling up
-        if len(set(in_batch)) == 1:
-            seen.add(in_batch[0])
-        else:
-            assert in_batch.count("c") == 2
-            seen.add("c")
-    assert seen == {"a", "b", "c"}
-    again = prepare_data.pk_batches(labels, np.arange(12), 4, 2, 200,
-                                    np.random.default_rng(0), groups, batch_groups=1)
-    np.testing.assert_array_equal(batches, again)
-
-
-def test_pk_batches_ignore_batch_groups_without_groups_and_by_default():
-    labels = np.repeat(np.arange(6), 3)
-    plain = prepare_data.pk_batches(labels, np.arange(6), 3, 2, 5, np.random.default_rng(4))
-    for groups, batch_groups in ((None, 2), (["x"] * 3 + ["y"] * 3, 0)):
-        np.testing.assert_array_equal(
-            plain, prepare_data.pk_batches(labels, np.arange(6), 3, 2, 5,
-                                           np.random.default_rng(4), groups, batch_groups))
-
-
-def test_pk_batches_need_two_usable_classes():
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        prepare_data.pk_batches(np.array([0, 0, 1]), [0, 1], 2, 2, 1,
-                                np.random.default_rng(0))
-
-
 def test_image_dataset_yields_the_batches_pixels_with_their_class_labels():
     images = _image_index_images()
     labels = np.arange(len(images)) % 3
@@ -525,100 +803,14 @@ def test_image_dataset_yields_the_batches_pixels_with_their_class_labels():
         np.testing.assert_array_equal(np.asarray(y), labels[indices])
 
 
-def test_rotated_classes_add_three_turned_copies_of_each_training_class():
-    labels = np.array([0, 0, 1, 1, 2, 2], np.int32)  # 3 classes, 6 images
-    groups = ["a", "a", "b"]
-    virtual_labels, class_ids, virtual_groups = prepare_data.rotated_classes(
-        labels, [0, 2], groups)
-    assert len(virtual_labels) == 4 * len(labels)
-    # image i turned k times is index i + 6k, a class of its own: label + 3k
-    for k in range(4):
-        np.testing.assert_array_equal(virtual_labels[6 * k:6 * (k + 1)], labels + 3 * k)
-    np.testing.assert_array_equal(class_ids, [0, 2, 3, 5, 6, 8, 9, 11])
-    assert [virtual_groups[c] for c in class_ids] == ["a", "b"] * 4
-    batches = prepare_data.pk_batches(virtual_labels, class_ids, 4, 2, 50,
-                                      np.random.default_rng(0), virtual_groups)
-    assert set(virtual_labels[batches.ravel()]) == set(class_ids)  # class 1 never
-    assert all(len(set(virtual_labels[b])) == 4 for b in batches)
-
-
 def test_image_dataset_turns_virtual_images_and_labels_them_as_new_classes():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 5, 5, 1), dtype=np.uint8)
     labels = np.array([0, 1, 1], np.int32)
-    virtual_labels, _, _ = prepare_data.rotated_classes(labels, [0, 1], ["", ""])
+    virtual_labels, _, _ = samplers.rotated_classes(labels, [0, 1], ["", ""])
     index_batches = np.array([[0, 3, 7, 11], [2, 5, 10, 6]], np.int32)
     for (x, y), indices in zip(prepare_data.image_dataset(
             images, virtual_labels, index_batches, rotations=True), index_batches):
         expected = [np.rot90(images[i % 3], i // 3) for i in indices]  # anticlockwise
         np.testing.assert_array_equal(np.asarray(x), np.stack(expected).astype(np.float32))
         np.testing.assert_array_equal(np.asarray(y), labels[indices % 3] + 2 * (indices // 3))
-
-
-# --- Koch's affine distortions ----------------------------------------------------------
-
-def test_augmenter_applies_each_distortion_with_probability_half_within_range():
-    # A bright 4x4 square in the centre of a 32x32 image: rotation, shear and scale
-    # about the centre keep its centroid near the centre, translation moves it by at
-    # most 2 pixels. An image escapes all four distortions with probability 1/16.
-    image = np.zeros((32, 32, 1), np.float32)
-    image[14:18, 14:18] = 255.0
-    batch = np.repeat(image[None], 400, axis=0)
-    augment = prepare_data.make_augmenter((32, 32, 1), flip=False, seed=3)
-    out = np.asarray(augment(batch))
-    assert out.shape == batch.shape
-    unchanged = np.all(np.isclose(out, batch, atol=1e-3), axis=(1, 2, 3))
-    assert 8 <= unchanged.sum() <= 45, unchanged.sum()  # expected 25 of 400
-    rows, cols = np.mgrid[:32, :32]
-    mass = out[..., 0].sum(axis=(1, 2))
-    centre_r = (out[..., 0] * rows).sum(axis=(1, 2)) / mass
-    centre_c = (out[..., 0] * cols).sum(axis=(1, 2)) / mass
-    shift = np.hypot(centre_r - 15.5, centre_c - 15.5)
-    assert shift.max() <= 2 * np.sqrt(2) + 0.75
-    assert np.mean(shift > 0.5) > 0.2  # translation is applied to many images
-    again = np.asarray(prepare_data.make_augmenter((32, 32, 1), seed=3)(batch))
-    np.testing.assert_allclose(again, out)  # seeded
-
-
-def test_scale_step_scales_height_and_width_each_by_0_8_to_1_2():
-    # Two dots 16 px apart across and two 16 px apart down, about the centre of a
-    # 41x41 image: after the scale step alone their spacing / 16 is the content's
-    # scale along each axis, Koch's 0.8-1.2 drawn for each axis on its own.
-    image = np.zeros((41, 41, 1), np.float32)
-    for row, col in ((20, 12), (20, 28), (12, 20), (28, 20)):
-        image[row, col] = 255.0
-    batch = np.repeat(image[None], 2000, axis=0)
-    out = np.asarray(prepare_data.make_augmenter((41, 41, 1), seed=0,
-                                                 only=("scale",))(batch))[..., 0]
-    scaled = ~np.all(np.isclose(out, batch[..., 0], atol=1e-3), axis=(1, 2))
-    assert 900 <= scaled.sum() <= 1100  # probability 0.5
-    axis = np.arange(41)
-
-    def spacing(profiles):  # centroid of the far half minus that of the near half
-        near, far = profiles[:, :20], profiles[:, 21:]
-        return ((far * axis[21:]).sum(1) / far.sum(1)
-                - (near * axis[:20]).sum(1) / near.sum(1)) / 16
-
-    across = spacing(out[scaled][:, 19:22, :].sum(axis=1))
-    down = spacing(out[scaled][:, :, 19:22].sum(axis=2))
-    for scale in (across, down):
-        assert 0.78 <= scale.min() < 0.85 and 1.15 < scale.max() <= 1.22
-        assert abs(np.median(scale) - 1.0) < 0.06
-    assert abs(np.corrcoef(across, down)[0, 1]) < 0.2  # each axis its own
-
-
-def test_random_erasing_covers_one_rectangle_of_2_to_33_percent_in_half_the_images():
-    # A uniform grey image: the affine distortions (nearest fill) leave it as it is, so
-    # every changed pixel comes from erasing.
-    batch = np.full((400, 40, 30, 1), 128.0, np.float32)
-    plain = np.asarray(prepare_data.make_augmenter((40, 30, 1), seed=5)(batch))
-    np.testing.assert_allclose(plain, batch, atol=1e-3)
-    out = np.asarray(prepare_data.make_augmenter((40, 30, 1), erase=True, seed=5)(batch))
-    changed = ~np.isclose(out, batch, atol=1e-3)[..., 0]
-    erased = changed.any(axis=(1, 2))
-    assert 160 <= erased.sum() <= 240, erased.sum()  # expected 200 of 400
-    for mask in changed[erased]:
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
-        assert 0.01 <= box / mask.size <= 0.34
-        assert mask.sum() >= 0.9 * box  # one filled rectangle (noise may hit 128)

@@ -1,4 +1,6 @@
-"""runs: new run folders never reuse an old one; files are written atomically."""
+"""runs: new run folders never reuse an old one; files are written atomically, so a full
+disk keeps the previous file."""
+import errno
 import json
 import os
 
@@ -88,3 +90,31 @@ def test_a_damaged_backup_epoch_names_the_file(tmp_path, content):
     (tmp_path / "training_metadata.json").write_text(content)
     with pytest.raises(ValueError, match="training_metadata.json"):
         runs.backup_epoch(str(tmp_path))
+
+
+# --- disk full --------------------------------------------------------------------------
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _half_then_disk_full(temporary):
+    with open(temporary, "w") as handle:
+        handle.write('{"epo')
+    _disk_full()
+
+
+@pytest.mark.parametrize("failing", ["while writing", "while renaming"])
+def test_disk_full_keeps_the_previous_file_and_names_it(tmp_path, monkeypatch, failing):
+    target = tmp_path / "config.json"
+    runs.write_json(str(target), {"epochs": 1})
+    with pytest.raises(OSError) as error:
+        if failing == "while writing":
+            runs.atomic_write(str(target), _half_then_disk_full)
+        else:
+            monkeypatch.setattr(runs.os, "replace", _disk_full)
+            runs.write_json(str(target), {"epochs": 2})
+    assert error.value.errno == errno.ENOSPC
+    assert str(error.value) == f"[Errno 28] No space left on device: {str(target)!r}"
+    assert json.loads(target.read_text()) == {"epochs": 1}
+    assert os.listdir(tmp_path) == ["config.json"]

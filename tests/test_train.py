@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import keras
+import callbacks
 import evaluate
 import metrics
 import prepare_data
@@ -21,7 +22,7 @@ import siamese_network_funcs
 import train
 from configurator import get_config
 
-from conftest import REPO_ROOT, write_class_folders
+from conftest import REPO_ROOT, numbered_class_folders, write_class_folders
 
 # Measured with this config (seed 1337): test pair accuracy 0.79 on the 3 unseen digit
 # classes at the fixed threshold margin/2; an untrained network scores 0.50 there.
@@ -89,7 +90,10 @@ def test_metrics_json_describes_the_test_split(trained):
     names = trained["imageset"].class_names
     assert results["test_classes"] == [names[c] for c in splits.class_split["test"]]
     assert not set(results["test_classes"]) & set(results["train_classes"])
-    assert 0.0 <= results["test_pair_accuracy"] <= 1.0
+    history = runs.read_history(os.path.join(trained["run_dir"], "history.csv"))
+    assert results["epochs_run"] == len(history["loss"]) == SETTINGS["epochs"]
+    assert results["interrupted"] is False and results["refit_epochs"] == 0
+    assert results["threshold"] == trained["config"]["margin"] / 2  # the fixed rule
 
 
 def test_config_json_round_trips(trained):
@@ -124,16 +128,16 @@ def test_cosine_schedule_reaches_zero_at_the_last_epoch_across_a_resume(tmp_path
     # on along the same schedule.
     config = get_config(out_dir=str(tmp_path), **dict(
         SETTINGS, epochs=3, total_sample_size=600, lr_schedule="cosine", patience=0))
-    original = train.SaveProgress.on_epoch_end
+    original = callbacks.SaveProgress.on_epoch_end
 
     def interrupting(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", interrupting)
+    monkeypatch.setattr(callbacks.SaveProgress, "on_epoch_end", interrupting)
     run_dir = train.train(config)
-    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", original)
+    monkeypatch.setattr(callbacks.SaveProgress, "on_epoch_end", original)
     assert train.main([f"--resume={run_dir}"]) == 0
     with open(os.path.join(run_dir, "history.csv")) as handle:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(handle)]
@@ -160,7 +164,8 @@ def test_reduce_lr_patience_halves_the_rate_after_each_epoch_without_progress(tm
 
 
 def test_test_accuracy_beats_chance_on_unseen_classes(trained):
-    assert _read_metrics(trained["run_dir"])["test_pair_accuracy"] >= MIN_TEST_ACCURACY
+    assert _read_metrics(trained["run_dir"])["test_pair_accuracy_fixed_threshold"] >= \
+        MIN_TEST_ACCURACY
 
 
 def test_an_untrained_network_does_not_pass_the_accuracy_bound(trained):
@@ -170,7 +175,7 @@ def test_an_untrained_network_does_not_pass_the_accuracy_bound(trained):
     _, base = siamese_network_funcs.build_siamese_model(imageset.images.shape[1:],
                                                         config["architecture"])
     pairs, labels = trained["splits"].test
-    distances = metrics.pair_distances(metrics.embed(base, imageset.images), pairs)
+    distances = metrics.EUCLIDEAN.pairs(metrics.embed(base, imageset.images), pairs)
     accuracy = metrics.pair_accuracy(distances, labels, config["margin"] / 2)
     assert accuracy < MIN_TEST_ACCURACY
 
@@ -181,7 +186,7 @@ def test_saved_weights_are_those_of_the_best_validation_epoch(trained):
         best_val_loss = min(float(row["val_loss"]) for row in csv.DictReader(handle))
     embeddings = metrics.embed(trained["base"], trained["imageset"].images)
     pairs, labels = trained["splits"].val
-    d = metrics.pair_distances(embeddings, pairs)
+    d = metrics.EUCLIDEAN.pairs(embeddings, pairs)
     margin = trained["config"]["margin"]
     val_loss = np.mean(labels * d ** 2 + (1 - labels) * np.maximum(margin - d, 0) ** 2)
     np.testing.assert_allclose(val_loss, best_val_loss, rtol=1e-3)
@@ -251,10 +256,10 @@ def test_embedding_model_reloads_in_a_fresh_process(reloaded, trained):
 
 def test_metrics_json_matches_the_saved_embedding_model(reloaded, trained):
     pairs, labels = trained["splits"].test
-    distances = metrics.pair_distances(reloaded["embedding"], pairs)
+    distances = metrics.EUCLIDEAN.pairs(reloaded["embedding"], pairs)
     threshold = trained["config"]["margin"] / 2
     accuracy = metrics.pair_accuracy(distances, labels, threshold)
-    recorded = _read_metrics(trained["run_dir"])["test_pair_accuracy"]
+    recorded = _read_metrics(trained["run_dir"])["test_pair_accuracy_fixed_threshold"]
     assert abs(accuracy - recorded) <= 1.0 / len(labels)
 
 
@@ -270,7 +275,8 @@ def test_second_run_gets_a_new_folder_and_the_same_split(trained):
                 "n_val_pairs", "n_train_pairs"):
         assert one[key] == two[key], key
     # Same seed on the CPU: the same training, so the same figures.
-    for key in ("train_pair_accuracy", "val_pair_accuracy", "test_pair_accuracy"):
+    for key in ("train_pair_accuracy_fixed_threshold", "val_pair_accuracy_fixed_threshold",
+                "test_pair_accuracy_fixed_threshold"):
         assert one[key] == pytest.approx(two[key], abs=1e-6), key
     with open(os.path.join(first, "history.csv")) as a, \
             open(os.path.join(second, "history.csv")) as b:
@@ -306,6 +312,30 @@ def test_main_reports_an_unusable_out_dir(tmp_path, capsys):
     assert train.main([f"--out_dir={not_a_folder}", "--epochs=1"]) == 2
     captured = capsys.readouterr()
     assert "error:" in captured.err and "a_file" in captured.err
+
+
+def test_class_rotations_of_non_square_images_is_an_error_saying_what_to_set(
+        tmp_path, capsys):
+    import train
+    root = numbered_class_folders(tmp_path / "data", [4] * 6, size=(32, 30))
+    assert train.main(["--dataset=folder", f"--data_dir={root}", "--image_size=32,30",
+                       "--channels=1", "--pairing=batch", "--loss=triplet",
+                       "--class_rotations=True", f"--out_dir={tmp_path / 'runs'}"]) == 2
+    error = capsys.readouterr().err
+    assert "must be square, but these are 32x30" in error
+    assert "--image_size=S,S" in error and "Traceback" not in error
+    assert not (tmp_path / "runs").exists()  # no empty run folder left behind
+
+
+def test_images_too_small_for_the_architecture_is_an_error_naming_both(tmp_path, capsys):
+    import train
+    root = numbered_class_folders(tmp_path / "data", [3] * 6)  # 12x10 images; compact needs 16x16
+    assert train.main(["--dataset=folder", f"--data_dir={root}", "--image_size=12,10",
+                       "--channels=1", f"--out_dir={tmp_path / 'runs'}"]) == 2
+    error = capsys.readouterr().err
+    assert ("images of 12x10 pixels are too small for architecture='compact', which "
+            "needs at least 16x16: set a larger --image_size") in error
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("recipe, min_oneshot_gain, min_pair_accuracy", [
@@ -367,14 +397,14 @@ def test_ctrl_c_keeps_a_usable_run_that_resume_continues(tmp_path, monkeypatch, 
     # history of 3 epochs, evaluation); --resume continues on the same split, in the
     # same folder.
     interrupt_at = 2
-    original = train.SaveProgress.on_epoch_end
+    original = callbacks.SaveProgress.on_epoch_end
 
     def interrupting(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch == interrupt_at:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", interrupting)
+    monkeypatch.setattr(callbacks.SaveProgress, "on_epoch_end", interrupting)
     run_dir = train.train(_config(tmp_path))
     assert _read_metrics(run_dir)["interrupted"] is True
     with open(os.path.join(run_dir, "history.csv")) as handle:
@@ -387,7 +417,7 @@ def test_ctrl_c_keeps_a_usable_run_that_resume_continues(tmp_path, monkeypatch, 
     assert runs.backup_epoch(os.path.join(run_dir, "backup")) == 2
     assert f"--resume={run_dir}" in capsys.readouterr().out
 
-    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", original)
+    monkeypatch.setattr(callbacks.SaveProgress, "on_epoch_end", original)
     assert train.main([f"--resume={run_dir}", "--epochs=1"]) == 2
     assert "has already trained 2 epochs, so --epochs=1 leaves nothing to continue" in \
         capsys.readouterr().err
@@ -411,7 +441,7 @@ def test_ctrl_c_in_the_first_epoch_keeps_no_half_trained_network(tmp_path, monke
         if batch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.SaveProgress, "on_train_batch_end", interrupting,
+    monkeypatch.setattr(callbacks.SaveProgress, "on_train_batch_end", interrupting,
                         raising=False)
     run_dir = train.train(_config(tmp_path))
     out = capsys.readouterr().out
@@ -421,7 +451,7 @@ def test_ctrl_c_in_the_first_epoch_keeps_no_half_trained_network(tmp_path, monke
                  "evaluation.json", "checkpoint.weights.h5", "backup"):
         assert not os.path.exists(os.path.join(run_dir, name)), name
 
-    monkeypatch.delattr(train.SaveProgress, "on_train_batch_end")
+    monkeypatch.delattr(callbacks.SaveProgress, "on_train_batch_end")
     assert train.main([f"--resume={run_dir}"]) == 0
     with open(os.path.join(run_dir, "history.csv")) as handle:
         assert len(list(csv.DictReader(handle))) == _config(tmp_path)["epochs"]
@@ -438,7 +468,7 @@ def test_validation_batches_do_not_change_with_the_epochs(tmp_path):
         config = get_config(out_dir=str(tmp_path), pairing="batch", loss="triplet",
                             **dict(SETTINGS, epochs=epochs))
         splits = prepare_data.build_splits(imageset, config)
-        model, base = train.build_network(config, imageset.images.shape[1:])
+        model, base = siamese_network_funcs.build_network(config, imageset.images.shape[1:])
         _, train_data, val_data, steps = train.training_setup(config, imageset, splits,
                                                               model, base)
         seen[epochs] = ([labels.numpy() for _, labels in val_data],
@@ -457,7 +487,7 @@ def test_resume_refuses_a_folder_whose_classes_changed(tmp_path, monkeypatch, ca
     def interrupting(self, epoch, logs=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", interrupting)
+    monkeypatch.setattr(callbacks.SaveProgress, "on_epoch_end", interrupting)
     run_dir = train.train(get_config(
         dataset="folder", data_dir=str(data), channels=1, image_size=(24, 24),
         architecture="digits", epochs=3, total_sample_size=200, batch_size=32,
@@ -509,13 +539,13 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path,
                                                                    monkeypatch, capsys):
     # After the first epoch the learning rate explodes, so the second epoch's loss
     # becomes NaN: training stops and the first epoch's weights are what is saved.
-    original = train.SaveProgress.on_epoch_end
+    original = callbacks.SaveProgress.on_epoch_end
 
     def explode(self, epoch, logs=None):
         original(self, epoch, logs)
         self.model.optimizer.learning_rate.assign(1e30)
 
-    monkeypatch.setattr(train.SaveProgress, "on_epoch_end", explode)
+    monkeypatch.setattr(callbacks.SaveProgress, "on_epoch_end", explode)
     run_dir = train.train(_config(tmp_path))
     assert "loss became NaN" in capsys.readouterr().out
     model = keras.models.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
@@ -556,7 +586,7 @@ def _phase_one_threshold(run_dir, config):
     base = _saved_and_chosen_on_validation(run_dir)[1].get_layer("embedding")
     imageset = prepare_data.load_digits()
     val_pairs, val_labels = prepare_data.build_splits(imageset, config).val
-    distances = metrics.pair_distances(metrics.embed(base, imageset.images), val_pairs)
+    distances = metrics.EUCLIDEAN.pairs(metrics.embed(base, imageset.images), val_pairs)
     return metrics.best_threshold(distances, val_labels)[0]
 
 
@@ -604,7 +634,7 @@ def test_ctrl_c_in_the_refit_keeps_the_network_chosen_on_validation(tmp_path,
     # Ctrl-C at the end of the refit's first epoch, after the 2 epochs of the first
     # fit (patience 5 does not stop those early).
     settings = dict(SETTINGS, epochs=2, total_sample_size=1000)
-    original = train.LogLearningRate.on_epoch_end
+    original = callbacks.LogLearningRate.on_epoch_end
     epochs_ended = []
 
     def interrupt_refit(self, epoch, logs=None):
@@ -613,7 +643,7 @@ def test_ctrl_c_in_the_refit_keeps_the_network_chosen_on_validation(tmp_path,
         if len(epochs_ended) == settings["epochs"] + 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.LogLearningRate, "on_epoch_end", interrupt_refit)
+    monkeypatch.setattr(callbacks.LogLearningRate, "on_epoch_end", interrupt_refit)
     run_dir = train.train(get_config(out_dir=str(tmp_path), refit=True, **settings))
     assert "keeping the network chosen on validation" in capsys.readouterr().out
     results = _read_metrics(run_dir)
@@ -631,7 +661,7 @@ def test_ctrl_c_in_the_refit_keeps_the_network_chosen_on_validation(tmp_path,
 @pytest.mark.parametrize("argv, rate", [([], 0.25), (["--conv_dropout=0.1"], 0.1)])
 def test_the_network_train_builds_takes_conv_dropout_from_the_config(argv, rate):
     config = get_config(["--dataset=att_faces_oneshot", *argv])
-    _, base = train.build_network(config, (56, 46, 1))
+    _, base = siamese_network_funcs.build_network(config, (56, 46, 1))
     rates = {l.rate for l in base.layers if isinstance(l, keras.layers.Dropout)}
     assert rates == {rate}
 
