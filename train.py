@@ -16,6 +16,7 @@ import numpy as np
 import tf_setup  # noqa: F401  (quiet TensorFlow before keras loads it)
 import keras
 
+import distribute
 import evaluate
 import lake_runs
 import metrics
@@ -68,23 +69,6 @@ class ValidationOneShot(keras.callbacks.Callback):
         logs["val_oneshot"] = metrics.oneshot_accuracy(
             embeddings, self.queries, self.candidates, self.answers,
             head=siamese_network_funcs.l1_head(self.pair_model))
-
-
-def make_strategy(name):
-    """The tf.distribute strategy for config["distribute"].
-
-    "mirrored": one replica per local GPU (or per logical device), gradients all-reduced;
-    "multi_worker": the same across the machines that the TF_CONFIG environment
-    variable lists (start this script on every machine). Keras' fit() splits each
-    global batch of batch_size between the replicas.
-    """
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()  # the default: this process's one device
 
 
 def training_setup(config, imageset, splits, model, base, first_epoch=0):
@@ -206,9 +190,12 @@ def save_run(run_dir, model, base, config):
 def report(run_dir, config, saved_config, imageset, splits, model, base, record,
            calibrated=None):
     """metrics.json (pair accuracy at the write-ups' fixed rule on every part, with
-    `record` of the training), then the evaluation (evaluate.evaluate)."""
+    `record` of the training), then the evaluation (evaluate.evaluate); the other
+    workers of a cluster only embed their share of the images for the chief."""
     threshold = siamese_network_funcs.fixed_threshold(config)  # the write-ups' rule
     embeddings = metrics.embed(base, imageset.images)
+    if not distribute.is_chief(config):
+        return  # the chief writes the evaluation
     if not np.all(np.isfinite(embeddings)):
         raise RuntimeError(
             f"training diverged: the network kept in {run_dir} outputs NaN or infinite "
@@ -238,9 +225,11 @@ def report(run_dir, config, saved_config, imageset, splits, model, base, record,
 
 
 def train(config):
-    """Fit the model a config describes; returns the run folder."""
+    """Fit the model a config describes; returns the run folder (None on a worker of
+    a cluster other than its chief, which keeps none)."""
     keras.utils.set_random_seed(config["seed"])
     started = time.time()
+    config = distribute.own_run(config)  # a worker other than the chief: its own folder
     imageset = prepare_data.load_dataset(config)
     splits = prepare_data.build_splits(imageset, config)
     if config["resume"]:
@@ -288,14 +277,16 @@ def train(config):
               + (" (all its epochs: finishing the run)" if done == config["epochs"]
                  else ""))
 
-    strategy = make_strategy(config["distribute"])
+    strategy = distribute.make_strategy(config["distribute"])
+    distribute.check_same_epoch(strategy, config, done)
     with strategy.scope():  # variables are mirrored on every device of the strategy
         model, base = build_network(config, input_shape)
         fitted, train_data, val_data, steps = training_setup(
             config, imageset, splits, model, base, first_epoch=done)
     # The run folder only once the network and its data are built, so a setting that
     # cannot work leaves no empty run behind.
-    run_dir = config["resume"] or runs.new_run_dir(config["out_dir"], config["dataset"])
+    run_dir = (config["resume"] or distribute.new_worker_dir(config)
+               or runs.new_run_dir(config["out_dir"], config["dataset"]))
     # The rate the network trains with, not None, so a resumed run keeps it even if
     # the architecture's own rate changes.
     saved_config = dict(config, source_size=imageset.source_size, resume="",
@@ -308,7 +299,8 @@ def train(config):
 
     if strategy.num_replicas_in_sync > 1:
         print(f"distribute={config['distribute']}: {strategy.num_replicas_in_sync} "
-              f"replicas share each batch of {config['batch_size']}")
+              f"replicas share each batch of {config['batch_size']}; this process "
+              f"writes to {run_dir}")
     loss_name = f"{config['loss']} loss ({config['mining']} mining)" \
         if config["loss"] == "triplet" else f"{config['loss']} loss"
     projection = " (+ a projection head for training)" if config["projection_head"] else ""
@@ -397,13 +389,15 @@ def train(config):
     try:
         report(run_dir, config, saved_config, imageset, splits, model, base, record,
                calibrated)
-        if config["lake_runs"]:
+        if config["lake_runs"] and distribute.is_chief(config):
             evaluate.lake_benchmark(run_dir, config["lake_runs"])
     except KeyboardInterrupt:
         print(f"\ninterrupted during the evaluation: the trained network is saved in "
               f"{run_dir}; python evaluate.py --run_dir={run_dir} evaluates it and "
               f"calibrates the threshold that predict.py uses")
         return run_dir
+    if not distribute.finish(run_dir, config):
+        return None
     print(f"run folder: {run_dir}")
     return run_dir
 
@@ -431,8 +425,9 @@ def main(argv):
         resuming = any(arg.startswith("--resume=") for arg in argv)
         config = resume_config(argv) if resuming else get_config(argv)
         train(config)
-    except (ValueError, OSError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, distribute.tf.errors.OpError) as error:
+        print(f"error: {tf_setup.error_line(error)}{distribute.restart_hint(error)}",
+              file=sys.stderr)
         return 2
     return 0
 
