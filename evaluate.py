@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 
 import calibration
+import distribute
 import lake_runs
 import losses
 import metrics
@@ -176,8 +177,11 @@ def training_report(run_dir, config, saved_config, imageset, splits, model, base
                     record):
     """What train.py writes at the end: metrics.json (`record` of the training, and
     pair accuracy of every part at the write-ups' fixed rule), then the evaluation
-    (evaluate), at record["refit_threshold"] for a refit run."""
+    (evaluate), at record["refit_threshold"] for a refit run. Written by the chief of
+    a cluster alone."""
     embeddings = metrics.embed(base, imageset.images)
+    if not distribute.is_chief(config):
+        return  # the other workers of a cluster only embed their share for the chief
     if not np.all(np.isfinite(embeddings)):
         raise RuntimeError(
             f"training diverged: the network kept in {run_dir} outputs NaN or infinite "

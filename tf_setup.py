@@ -7,9 +7,11 @@
 - The C++ notices TensorFlow prints while it loads are hidden, unless you set
   TF_CPP_MIN_LOG_LEVEL yourself.
 - This project's own warnings (a skipped file, say) print as one line, "warning: ...",
-  not Python's two lines of source file, line number and code.
+  not Python's two lines of source file, line number and code; error_line() makes an
+  error's text one readable line.
 """
 import os
+import re
 import warnings
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -51,3 +53,20 @@ def _one_line(message, category, filename, lineno, line=None):
 
 
 warnings.formatwarning = _one_line
+
+
+# Where TensorFlow's messages start printing a value: a PerReplica or a tensor runs to
+# hundreds of lines of numbers that say nothing about what went wrong.
+VALUE_REPRS = ("PerReplica:{", "<tf.Tensor", "tf.Tensor(", "array(")
+
+
+def error_line(error, limit=300):
+    """The text of `error` as one line of at most `limit` characters, cut before any
+    value it prints."""
+    text = str(error)
+    starts = [text.find(start) for start in VALUE_REPRS if start in text]
+    if starts:
+        text = text[:min(starts)] + "[...]"
+    # TensorFlow prefixes the graph function an op ran in, e.g. {{function_node ...}}
+    text = " ".join(re.sub(r"\{\{[^}]*\}\}", " ", text).split())
+    return text if len(text) <= limit else text[:limit - 5] + "[...]"

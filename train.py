@@ -13,12 +13,13 @@ import time
 
 import numpy as np
 
-import tf_setup  # noqa: F401  (quiet TensorFlow before keras loads it)
+import tf_setup  # quiets TensorFlow before keras loads it; error_line
 import keras
 
 import augment
 import backbones
 import callbacks
+import distribute
 import evaluate
 import lake_runs
 import losses
@@ -27,23 +28,6 @@ import runs
 import samplers
 import siamese_network_funcs
 from configurator import defaults, get_config, help_text, parse_args, resolve, wants_help
-
-
-def make_strategy(name):
-    """The tf.distribute strategy for config["distribute"].
-
-    "mirrored": one replica per local GPU (or per logical device), gradients all-reduced;
-    "multi_worker": the same across the machines that the TF_CONFIG environment
-    variable lists (start this script on every machine). Keras' fit() splits each
-    global batch of batch_size between the replicas.
-    """
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()  # the default: this process's one device
 
 
 def training_setup(config, imageset, splits, model, base, first_epoch=0):
@@ -174,7 +158,8 @@ def load_data(config):
 def start_run(config, imageset, splits, base):
     """The run folder (a new one, or the resumed run's) with its config.json, and that
     saved config; says what will train."""
-    run_dir = config["resume"] or runs.new_run_dir(config["out_dir"], config["dataset"])
+    run_dir = (config["resume"] or distribute.new_worker_dir(config)
+               or runs.new_run_dir(config["out_dir"], config["dataset"]))
     # The rate the network trains with, not None, so a resumed run keeps it even if
     # the architecture's own rate changes.
     saved_config = dict(config, source_size=imageset.source_size, resume="",
@@ -237,18 +222,19 @@ def fit(network, config, train_data, val_data, steps, chosen_callbacks):
     return False
 
 
-def keep_best(run_dir, network, checkpoint, losses_logged, interrupted):
+def keep_best(config, run_dir, network, checkpoint, losses_logged, interrupted):
     """Load the best checkpoint into `network` and say why training ended early;
     False when no epoch finished, so there is no network worth keeping."""
+    again = distribute.continue_command(config, run_dir)
     if interrupted and not losses_logged:
         # Stopped inside the first epoch: its weights are half-trained, not worth
         # saving or evaluating as a run's result.
         print(f"\ninterrupted during the first epoch: no epoch finished, so there is "
-              f"no network to keep; python train.py --resume={run_dir} starts it again")
+              f"no network to keep; {again} starts it again")
         return False
     if interrupted:
         print(f"\ninterrupted after {len(losses_logged)} finished epoch(s): keeping the "
-              f"best of them; continue with python train.py --resume={run_dir}")
+              f"best of them; continue with {again}")
     if losses_logged and not np.isfinite(losses_logged[-1]):
         print("the loss became NaN, so training stopped: keeping the best checkpoint "
               "so far; a lower --learning_rate may train further")
@@ -277,13 +263,16 @@ def refit_step(config, imageset, splits, model, base, history, run_dir, strategy
 
 
 def train(config):
-    """Fit the model a config describes; returns the run folder."""
+    """Fit the model a config describes; returns the run folder (None on a worker of
+    a cluster other than its chief, which keeps none)."""
     keras.utils.set_random_seed(config["seed"])
     started = time.time()
+    config = distribute.own_run(config)  # a worker other than the chief: its own folder
     imageset, splits, val_tasks = load_data(config)
     history, done = (runs.resume_state(config["resume"], config["epochs"])
                      if config["resume"] else ({}, 0))
-    strategy = make_strategy(config["distribute"])
+    strategy = distribute.make_strategy(config["distribute"])
+    distribute.check_same_epoch(strategy, config, done)
     with strategy.scope():  # variables are mirrored on every device of the strategy
         model, base = siamese_network_funcs.build_network(config,
                                                           imageset.images.shape[1:])
@@ -294,12 +283,13 @@ def train(config):
     run_dir, saved_config = start_run(config, imageset, splits, base)
     if strategy.num_replicas_in_sync > 1:
         print(f"distribute={config['distribute']}: {strategy.num_replicas_in_sync} "
-              f"replicas share each batch of {config['batch_size']}")
+              f"replicas share each batch of {config['batch_size']}; this process "
+              f"writes to {run_dir}")
     chosen, progress, checkpoint = make_callbacks(config, run_dir, model, base,
                                                   imageset.images, val_tasks, history)
     interrupted = fit(network, config, train_data, val_data, steps, chosen)
     logged = progress.history.get("loss", [])
-    if not keep_best(run_dir, network, checkpoint, logged, interrupted):
+    if not keep_best(config, run_dir, network, checkpoint, logged, interrupted):
         return run_dir
     save_run(run_dir, model, base, config)
     calibrated, refit_epochs = None, 0
@@ -319,13 +309,15 @@ def finish(run_dir, config, saved_config, imageset, splits, model, base, record)
     try:
         evaluate.training_report(run_dir, config, saved_config, imageset, splits, model,
                                  base, record)
-        if config["lake_runs"]:
+        if config["lake_runs"] and distribute.is_chief(config):
             evaluate.lake_benchmark(run_dir, config["lake_runs"])
     except KeyboardInterrupt:
         print(f"\ninterrupted during the evaluation: the trained network is saved in "
               f"{run_dir}; python evaluate.py --run_dir={run_dir} evaluates it and "
               f"calibrates the threshold that predict.py uses")
         return run_dir
+    if not distribute.finish(run_dir, config):
+        return None
     print(f"run folder: {run_dir}")
     return run_dir
 
@@ -353,8 +345,9 @@ def main(argv):
         resuming = any(arg.startswith("--resume=") for arg in argv)
         config = resume_config(argv) if resuming else get_config(argv)
         train(config)
-    except (ValueError, OSError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, distribute.tf.errors.OpError) as error:
+        print(f"error: {tf_setup.error_line(error)}{distribute.restart_hint(error)}",
+              file=sys.stderr)
         return 2
     return 0
 
