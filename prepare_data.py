@@ -319,8 +319,9 @@ def split_classes(n_classes, test_fraction, val_fraction, rng):
         raise ValueError(
             f"{n_classes} classes are too few for test_fraction={test_fraction} and "
             f"val_fraction={val_fraction}: each part needs at least 2 classes. Lower "
-            f"--test_fraction and --val_fraction, use --split=pairs, or a dataset with "
-            f"at least 6 classes")
+            f"--test_fraction and --val_fraction, use a dataset with at least 6 classes, "
+            f"or split pairs, not classes (--split=pairs --pairing=pairs "
+            f"--loss=contrastive --monitor=val_loss)")
     order = rng.permutation(n_classes)
     return (np.sort(order[n_test + n_val:]), np.sort(order[n_test:n_test + n_val]),
             np.sort(order[:n_test]))

@@ -50,6 +50,11 @@ def omniglot_dir(shared_data_dir):
     return path
 
 
+# The contrastive loss on pairs, with no random distortions: the recipe of the small
+# runs that the evaluate, predict and resume tests train, whatever a preset holds.
+PAIR_RECIPE = dict(pairing="pairs", loss="contrastive", augment=False, monitor="val_loss")
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A small trained run on 12 generated people (write_class_folders), shared by
@@ -60,7 +65,7 @@ def run_dir(tmp_path_factory):
     config = get_config(dataset="folder", data_dir=str(data), channels=1,
                         image_size=(24, 24), architecture="digits", epochs=3,
                         total_sample_size=400, batch_size=32, trials=50,
-                        out_dir=str(tmp_path_factory.mktemp("runs")))
+                        out_dir=str(tmp_path_factory.mktemp("runs")), **PAIR_RECIPE)
     return train.train(config)
 
 

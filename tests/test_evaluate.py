@@ -15,7 +15,7 @@ import metrics
 import prepare_data
 import train
 from configurator import get_config
-from conftest import copy_run_with_its_data, write_class_folders
+from conftest import PAIR_RECIPE, copy_run_with_its_data, write_class_folders
 from siamese_network_funcs import build_network
 
 
@@ -225,7 +225,7 @@ def test_evaluate_on_another_folder_of_other_sizes_leaves_the_run_results(tmp_pa
     run = train.train(get_config(dataset="folder", data_dir=str(data), channels=1,
                                  image_size=None, architecture="digits", epochs=1,
                                  total_sample_size=100, batch_size=32, trials=20,
-                                 out_dir=str(tmp_path / "runs")))
+                                 out_dir=str(tmp_path / "runs"), **PAIR_RECIPE))
     before = open(os.path.join(run, "evaluation.json")).read()
     other = write_class_folders(tmp_path / "other", 4, size=(30, 26), seed=4)
     results = evaluate.evaluate_run(run, {"data_dir": str(other)})

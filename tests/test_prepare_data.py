@@ -317,14 +317,17 @@ def test_too_few_classes_left_for_the_split_is_an_error_naming_the_settings(tmp_
         build_splits(imageset, _folder_config(root))
     assert str(error.value) == (
         "4 classes are too few for test_fraction=0.2 and val_fraction=0.2: each part "
-        "needs at least 2 classes. Lower --test_fraction and --val_fraction, use "
-        "--split=pairs, or a dataset with at least 6 classes")
+        "needs at least 2 classes. Lower --test_fraction and --val_fraction, use a "
+        "dataset with at least 6 classes, or split pairs, not classes (--split=pairs "
+        "--pairing=pairs --loss=contrastive --monitor=val_loss)")
 
+    pairs = dict(split="pairs", pairing="pairs", loss="contrastive",  # as it says
+                 monitor="val_loss")
     root = numbered_class_folders(tmp_path / "data2", [3, 1])
     with pytest.warns(UserWarning):
-        imageset = prepare_data.load_dataset(_folder_config(root, split="pairs"))
+        imageset = prepare_data.load_dataset(_folder_config(root, **pairs))
     with pytest.raises(ValueError, match="1 class found: a Siamese network needs"):
-        build_splits(imageset, _folder_config(root, split="pairs"))
+        build_splits(imageset, _folder_config(root, **pairs))
 
 
 def test_only_single_image_classes_is_an_error_naming_the_folder(tmp_path):

@@ -22,7 +22,7 @@ import siamese_network_funcs
 import train
 from configurator import get_config
 
-from conftest import REPO_ROOT, numbered_class_folders, write_class_folders
+from conftest import PAIR_RECIPE, REPO_ROOT, numbered_class_folders, write_class_folders
 
 # Measured with this config (seed 1337): test pair accuracy 0.79 on the 3 unseen digit
 # classes at the fixed threshold margin/2; an untrained network scores 0.50 there.
@@ -491,7 +491,7 @@ def test_resume_refuses_a_folder_whose_classes_changed(tmp_path, monkeypatch, ca
     run_dir = train.train(get_config(
         dataset="folder", data_dir=str(data), channels=1, image_size=(24, 24),
         architecture="digits", epochs=3, total_sample_size=200, batch_size=32,
-        trials=20, out_dir=str(tmp_path / "runs")))
+        trials=20, out_dir=str(tmp_path / "runs"), **PAIR_RECIPE))
     monkeypatch.undo()
     (data / "person1").rename(data / "zz_renamed")
     assert train.main([f"--resume={run_dir}"]) == 2
