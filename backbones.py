@@ -78,7 +78,10 @@ def check_name(architecture):
 
 
 def conv_dropout_rate(architecture, conv_dropout=None):
-    """The dropout rate after each conv block: `conv_dropout`, or the architecture's own."""
+    """The dropout rate after each conv block: `conv_dropout`, or the architecture's own;
+    None for a keras.applications model, which has no such setting."""
+    if is_application(architecture):
+        return None
     if conv_dropout is None:
         return BACKBONES[architecture].get("conv_dropout", 0.0)
     return conv_dropout

@@ -185,3 +185,15 @@ def test_imagenet_weights_offline_is_one_line_saying_how_to_get_them(monkeypatch
 def test_applications_need_32_pixels():
     with pytest.raises(ValueError, match="needs at least 32x32"):
         backbones.build("efficientnet_b0", (31, 40, 3))
+
+
+def test_a_saved_application_config_resolves_again_for_resume_and_evaluate():
+    # train.py saves the dropout rate it used; an application has none, so the saved
+    # config must pass the check that refuses --conv_dropout for applications.
+    from configurator import get_config, resolve
+    config = get_config(dataset="att_faces_oneshot", architecture="mobilenet_v3_small")
+    saved = dict(config, conv_dropout=backbones.conv_dropout_rate(
+        config["architecture"], config["conv_dropout"]))
+    assert resolve(saved, {})["conv_dropout"] is None
+    with pytest.raises(ValueError, match="drop --conv_dropout"):
+        resolve(saved, {"conv_dropout": 0.1})
