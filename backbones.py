@@ -144,7 +144,7 @@ def build_application(input_shape, settings, normalize=False, projection_head=Fa
     import keras
     from keras import layers
 
-    from network_layers import CaffePreprocess, L2Normalize
+    from network_layers import CaffePreprocess
 
     name = settings["application"]
     inputs = keras.Input(shape=input_shape, name="image")
@@ -156,12 +156,24 @@ def build_application(input_shape, settings, normalize=False, projection_head=Fa
     if freeze_below:
         freeze_layers_below(backbone, freeze_below)
     x = backbone(x)
-    outputs = x if projection_head else layers.Dense(
-        settings["embedding_dim"], activation=settings["embedding_activation"],
-        name="embedding_dense")(x)
+    outputs = _embedding(x, settings["embedding_dim"], settings["embedding_activation"],
+                         normalize, projection_head, name="embedding_dense")
+    return keras.Model(inputs, outputs, name="embedding")
+
+
+def _embedding(features, embedding_dim, activation, normalize=False,
+               projection_head=False, **dense_settings):
+    """The embedding layer on `features` (left off with `projection_head`, see
+    add_projection_head), scaled to unit length with `normalize`."""
+    from keras import layers
+
+    from network_layers import L2Normalize
+
+    outputs = features if projection_head else layers.Dense(
+        embedding_dim, activation=activation, **dense_settings)(features)
     if normalize:
         outputs = L2Normalize(name="l2_normalize")(outputs)
-    return keras.Model(inputs, outputs, name="embedding")
+    return outputs
 
 
 def _load_application(name, input_shape, weights):
@@ -212,7 +224,6 @@ def build_conv_stack(input_shape, conv, dense=(), embedding_dim=50,
     import keras
     from keras import layers
 
-    from network_layers import L2Normalize
 
     init = keras.initializers
     conv_init = (dict(kernel_initializer=init.RandomNormal(0.0, 1e-2),
@@ -240,10 +251,8 @@ def build_conv_stack(input_shape, conv, dense=(), embedding_dim=50,
         x = layers.Dense(units, activation="relu")(x)
         if dense_dropout:
             x = layers.Dropout(dense_dropout)(x)
-    outputs = x if projection_head else layers.Dense(
-        embedding_dim, activation=embedding_activation, **dense_init)(x)
-    if normalize:
-        outputs = L2Normalize(name="l2_normalize")(outputs)
+    outputs = _embedding(x, embedding_dim, embedding_activation, normalize,
+                         projection_head, **dense_init)
     return keras.Model(inputs, outputs, name=name)
 
 

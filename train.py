@@ -177,12 +177,17 @@ def start_run(config, imageset, splits, base):
     return run_dir, saved_config
 
 
+def monitor_mode(config):
+    """"max" when the monitored figure is an accuracy (val_oneshot), else "min"."""
+    return "max" if config["monitor"] == "val_oneshot" else "min"
+
+
 def make_callbacks(config, run_dir, model, base, images, val_tasks, history):
     """The callbacks of the main fit, in the order they must run; (callbacks,
     SaveProgress, checkpoint path)."""
     checkpoint = os.path.join(run_dir, "checkpoint.weights.h5")
     progress = callbacks.SaveProgress(run_dir, history)
-    mode = "max" if config["monitor"] == "val_oneshot" else "min"
+    mode = monitor_mode(config)
     monitored = dict(monitor=config["monitor"], mode=mode)
     chosen = ([callbacks.ValidationOneShot(model, base, images, val_tasks)]
               if val_tasks else [])
@@ -248,8 +253,7 @@ def refit_step(config, imageset, splits, model, base, history, run_dir, strategy
     refit on training and validation classes (refit). Returns (model, base, splits,
     refit epochs, calibrated threshold, interrupted)."""
     calibrated = evaluate.calibrated_threshold(base, model, imageset, splits)
-    mode = "max" if config["monitor"] == "val_oneshot" else "min"
-    epochs = runs.best_epoch(history, config["monitor"], mode)
+    epochs = runs.best_epoch(history, config["monitor"], monitor_mode(config))
     merged = prepare_data.merge_validation(splits)
     try:
         refitted = refit(config, imageset, merged, epochs, run_dir, strategy)
