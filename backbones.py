@@ -210,6 +210,31 @@ def freeze_layers_below(model, layer_name):
         layer.trainable = False
 
 
+def training_bytes(architecture, input_shape, images):
+    """A floor on the memory of one training step of `images` images of
+    `input_shape` (H, W, C): the float32 input and each conv layer's output, which the
+    backward pass keeps, block after block at its pooled size, plus the Dense weights
+    on the features with their gradient and Adam's two moments. (Measured steps take
+    1.5-2x this: batch-norm and activation outputs, gradients.) For keras.applications
+    models, the input alone (their layers are not counted)."""
+    height, width, channels = input_shape
+    settings = BACKBONES.get(architecture)
+    if settings is None:
+        return 4 * images * height * width * channels
+    floats = height * width * channels
+    for filters, kernel, pool_after in settings["conv"]:
+        if settings.get("padding", "valid") == "valid":
+            height, width = max(1, height - kernel + 1), max(1, width - kernel + 1)
+        floats += height * width * filters
+        if pool_after:
+            height, width = max(1, height // 2), max(1, width // 2)
+    features = filters if settings.get("global_pool") else height * width * filters
+    weights = 0
+    for units in [*settings.get("dense", ()), settings["embedding_dim"]]:
+        weights, features = weights + features * units, units
+    return 4 * (images * floats + 4 * weights)
+
+
 def build_conv_stack(input_shape, conv, dense=(), embedding_dim=50,
                      embedding_activation=EMBEDDING_ACTIVATION, activation="relu",
                      padding="valid", pool="max", batch_norm=False, input_batch_norm=False,

@@ -1,6 +1,5 @@
 """The project's own Keras callbacks: progress plots, the learning-rate log and
 N-way one-shot accuracy on the validation classes."""
-import numpy as np
 
 import tf_setup  # noqa: F401  (quiet TensorFlow before keras loads it)
 import keras
@@ -40,15 +39,11 @@ class ValidationOneShot(keras.callbacks.Callback):
 
     def __init__(self, model, base, images, tasks):
         super().__init__()
-        queries, candidates, self.answers = tasks
         self.pair_model, self.base = model, base
-        self.needed = np.unique(np.concatenate([queries, candidates.ravel()]))
-        self.images = images[self.needed]
-        self.queries = np.searchsorted(self.needed, queries)
-        self.candidates = np.searchsorted(self.needed, candidates)
+        rows, self.tasks = metrics.task_rows(tasks)
+        self.images = images[rows]
 
     def on_epoch_end(self, epoch, logs=None):
         embeddings = metrics.embed(self.base, self.images)
         logs["val_oneshot"] = metrics.oneshot_accuracy(
-            embeddings, self.queries, self.candidates, self.answers,
-            siamese_network_funcs.pair_scorer(self.pair_model))
+            embeddings, *self.tasks, siamese_network_funcs.pair_scorer(self.pair_model))

@@ -42,16 +42,18 @@ def default_ways(n_classes):
     return min(20, n_classes)
 
 
-def oneshot(embeddings, pixels, imageset, class_ids, ways, trials, seed, within_group,
+def oneshot(embeddings, imageset, class_ids, ways, trials, seed, within_group,
             scorer=metrics.EUCLIDEAN):
-    """N-way one-shot accuracy of the model and of pixel nearest neighbour (`pixels`:
-    the images flattened), on the same tasks."""
+    """N-way one-shot accuracy of the model and of pixel nearest neighbour (on the
+    tasks' images alone, flattened), on the same tasks."""
     rng = np.random.default_rng(seed)
     groups = imageset.groups if within_group else None
     tasks = samplers.make_oneshot_trials(imageset.labels, class_ids, ways, trials, rng,
                                         groups)
+    rows, local_tasks = metrics.task_rows(tasks)
+    pixels = imageset.images[rows].reshape(len(rows), -1).astype(np.float32)
     return (metrics.oneshot_accuracy(embeddings, *tasks, scorer),
-            metrics.oneshot_accuracy(pixels, *tasks), tasks)
+            metrics.oneshot_accuracy(pixels, *local_tasks), tasks)
 
 
 def oneshot_ways(imageset, splits, config):
@@ -263,8 +265,7 @@ def test_oneshot(config, imageset, splits, embeddings, scorer, report_dir):
     neighbour, the accuracy against N, and their plots."""
     test_classes = splits.class_split["test"]
     ways = oneshot_ways(imageset, splits, config)
-    pixels = imageset.images.reshape(len(imageset.images), -1).astype(np.float32)
-    model_acc, pixel_acc, tasks = oneshot(embeddings, pixels, imageset, test_classes,
+    model_acc, pixel_acc, tasks = oneshot(embeddings, imageset, test_classes,
                                           ways, config["trials"], config["seed"],
                                           config["within_group"], scorer)
     results = dict(oneshot_accuracy=model_acc, pixel_nn_oneshot_accuracy=pixel_acc,
@@ -276,7 +277,7 @@ def test_oneshot(config, imageset, splits, embeddings, scorer, report_dir):
                        pixel_acc, config["trials"]))
     curve = {"ways": [], "model": [], "pixel_nn": []}
     for n in sorted(set(np.linspace(2, ways, num=min(ways - 1, 10)).astype(int))):
-        model_n, pixel_n, _ = oneshot(embeddings, pixels, imageset, test_classes, n,
+        model_n, pixel_n, _ = oneshot(embeddings, imageset, test_classes, n,
                                       config["trials"], config["seed"],
                                       config["within_group"], scorer)
         curve["ways"].append(int(n))
@@ -401,7 +402,8 @@ def evaluate_run(run_dir, overrides, report_dir=None):
                                             config["downsample"], config["channels"],
                                             config["max_images_per_class"],
                                             min_images_per_class=2,
-                                            strict=config["strict"])
+                                            strict=config["strict"],
+                                            cache_dir=prepare_data.cache_dir(config))
         if saved["data_dir"] and trained_on:
             seen = trained_classes_within(imageset, saved["data_dir"], trained_on)
             if seen:

@@ -3,9 +3,19 @@ compared in NumPy, so scoring thousands of pairs never reruns the network per pa
 import numpy as np
 
 
-def embed(base, images, batch_size=256):
-    """Embeddings (N, D) of uint8 images (N, H, W, C) through the base network."""
-    return base.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+def embed(base, images, batch_size=256, chunk_bytes=2 ** 28):
+    """Embeddings (N, D) of uint8 images (N, H, W, C) through the base network, an
+    array or image_cache.DiskImages; converted to float32 a chunk of at most
+    `chunk_bytes` at a time, so memory holds one chunk, not 4 x the images."""
+    per_image = int(np.prod(images.shape[1:])) * 4
+    step = max(1, chunk_bytes // per_image)
+    batch_size = min(batch_size, step)
+    if len(images) <= step:
+        return base.predict(np.asarray(images[:], np.float32), batch_size=batch_size,
+                            verbose=0)
+    return np.concatenate([
+        base.predict(np.asarray(images[i:i + step], np.float32), batch_size=batch_size,
+                     verbose=0) for i in range(0, len(images), step)])
 
 
 class PairScorer:
@@ -127,6 +137,15 @@ def oneshot_accuracy(embeddings, queries, candidates, answers, scorer=EUCLIDEAN)
     highest p(same) with Koch's head) is the query's class."""
     distances = scorer(embeddings[candidates], embeddings[queries][:, None, :])
     return float(np.mean(np.argmin(distances, axis=1) == answers))
+
+
+def task_rows(tasks):
+    """(the rows one-shot `tasks` use, the tasks re-indexed into those rows), so that
+    only those images are embedded or read."""
+    queries, candidates, answers = tasks
+    rows = np.unique(np.concatenate([queries, candidates.ravel()]))
+    return rows, (np.searchsorted(rows, queries), np.searchsorted(rows, candidates),
+                  answers)
 
 
 def wilson_interval(accuracy, n, z=1.96):

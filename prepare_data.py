@@ -8,10 +8,15 @@ does not grow with the number of pairs.
 import os
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+import backbones
+import image_cache
+import memory_budget
 
 IMAGE_EXTENSIONS = (".pgm", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff",
                     ".webp", ".ppm", ".pbm")
@@ -19,6 +24,9 @@ SYSTEM_FILES = ("thumbs.db", "desktop.ini")  # ignored silently, like hidden fil
 # What reading a broken image file raises (a forged header can claim a huge size).
 UNREADABLE = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
 GENUINE, IMPOSTOR = 1, 0
+# Cached images are read into memory when they take at most this share of the memory
+# available, else batches are read from the cache file (benchmarks/image_cache.py).
+IN_MEMORY_SHARE = 0.5
 
 
 @dataclass
@@ -158,55 +166,169 @@ def _file_size(path):
         return ImageOps.exif_transpose(image).size
 
 
+def _decode_files(paths, sink, image_size, downsample, channels):
+    """Decode paths[i] into sink[i] on every core (threads: Pillow decodes and resizes
+    with the GIL released). Returns, per file, None when stored, else why not: the
+    error of an unreadable file, or its (H, W, C) when that differs from the sink's."""
+    shape = tuple(sink.shape[1:])
+
+    def decode(rows):
+        outcome = []
+        for i in rows:
+            try:
+                array = load_image(paths[i], image_size, downsample, channels)
+            except UNREADABLE as error:
+                outcome.append(str(error))
+                continue
+            if array.shape == shape:
+                sink[i] = array
+            outcome.append(None if array.shape == shape else array.shape)
+        return outcome
+
+    chunks = [range(i, min(i + 64, len(paths))) for i in range(0, len(paths), 64)]
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [result for chunk in pool.map(decode, chunks) for result in chunk]
+
+
+def _first_shape(paths, image_size, downsample, channels):
+    """The (H, W, C) every image takes: image_size's, else the first readable file's."""
+    if image_size is not None:
+        height, width = image_size
+    else:
+        for path in paths:
+            try:
+                width, height = _file_size(path)
+                break
+            except UNREADABLE:
+                continue
+        else:
+            return None
+    return (-(-height // downsample), -(-width // downsample), channels)
+
+
+def _kept_files(classes, outcomes, data_dir, needed, strict):
+    """(rows kept, problems): the readable files of every class that keeps at least
+    `needed` of them, in order; each file or class left out is a problem, warned
+    about, or with `strict` raised."""
+    kept, problems, row = [], [], 0
+    for name, files in classes:
+        readable = []
+        for path in files:
+            if outcomes[row] is None:
+                readable.append(row)
+            elif isinstance(outcomes[row], str):
+                problems.append(f"unreadable image {path}: {outcomes[row]}")
+                _skip(problems[-1], strict)
+            row += 1
+        if len(readable) < needed:
+            problems.append(f"class folder {os.path.join(data_dir, name)}: it holds "
+                            f"{len(readable)} readable image(s) and a class needs at "
+                            f"least {needed}")
+            _skip(problems[-1], strict)
+            continue
+        kept.extend(readable)
+    return kept, problems
+
+
+def _check_one_size(data_dir, paths, outcomes, shape):
+    """Raise, naming files of each size, when images of another size than the first
+    were met (they are not stored)."""
+    others = {}  # (H, W, C) -> the first file of that size
+    for path, outcome in zip(paths, outcomes):
+        if isinstance(outcome, tuple):
+            others.setdefault(outcome, path)
+    if others:
+        first = next(p for p, o in zip(paths, outcomes) if o is None)
+        examples = [first] + list(others.values())[:2]
+        example = ", ".join(f"{path} is {'x'.join(map(str, _file_size(path)))}"
+                            for path in examples)
+        raise ValueError(
+            f"images in {data_dir!r} have different sizes ({example}, width x height): "
+            f"set image_size, e.g. --image_size=105,105, so that every image is "
+            f"resized to one size")
+
+
 def load_folder(data_dir, image_size=None, downsample=1, channels=1,
-                max_images_per_class=0, min_images_per_class=1, strict=False):
+                max_images_per_class=0, min_images_per_class=1, strict=False,
+                cache_dir="", training_step=None):
     """Load a class-folder tree into an ImageSet.
 
     Unreadable or non-image files, and class folders left with fewer than
     `min_images_per_class` readable images, are skipped with a warning naming them;
     with `strict`, the first of them raises ValueError instead.
+
+    Images are decoded on every core. With `cache_dir`, into the image cache there
+    (image_cache), read back by later loads of the unchanged folder; its images stay
+    on disk when they would take more than IN_MEMORY_SHARE of the memory available.
+    Without, into memory, and a folder whose images cannot fit is refused before
+    decoding (memory_budget.NotEnoughMemory); so are images too large for a training
+    step, `training_step` = (images per step, architecture), of that network.
     """
-    images, labels, paths, class_names, groups = [], [], [], [], []
+    classes = scan_class_folders(data_dir, strict)
+    if max_images_per_class:
+        classes = [(name, files[:max_images_per_class]) for name, files in classes]
+    paths = [path for _, files in classes for path in files]
     needed = max(1, min_images_per_class)
-    for name, files in scan_class_folders(data_dir, strict):
-        if max_images_per_class:
-            files = files[:max_images_per_class]
-        loaded = []
-        for path in files:
-            try:
-                loaded.append((path, load_image(path, image_size, downsample, channels)))
-            except UNREADABLE as error:
-                _skip(f"unreadable image {path}: {error}", strict)
-        if len(loaded) < needed:
-            _skip(f"class folder {os.path.join(data_dir, name)}: it holds {len(loaded)} "
-                  f"readable image(s) and a class needs at least {needed}", strict)
-            continue
-        label = len(class_names)
-        class_names.append(name)
-        groups.append(name.rsplit("/", 1)[0] if "/" in name else "")
-        for path, array in loaded:
-            images.append(array)
-            labels.append(label)
-            paths.append(path)
-    if not images:
+    shape = _first_shape(paths, image_size, downsample, channels)
+    if shape is None:
         raise ValueError(f"no class folder in {data_dir!r} holds {needed} or more "
                          f"readable images: check the files' formats "
                          f"({', '.join(IMAGE_EXTENSIONS)})")
-    first_of_shape = {}  # (H, W, C) -> the first file of that size
-    for path, array in zip(paths, images):
-        first_of_shape.setdefault(array.shape, path)
-    if len(first_of_shape) > 1:  # sizes as the files have them, before `downsample`
-        example = ", ".join(f"{path} is {'x'.join(map(str, _file_size(path)))}"
-                            for path in list(first_of_shape.values())[:3])
-        raise ValueError(
-            f"images in {data_dir!r} have different sizes ({example}, width x height): "
-            f"set image_size, e.g. --image_size=105,105, so that every image is "
-            f"resized to one size")
+    image_bytes = int(np.prod(shape))
+    size = "x".join(map(str, shape))
+    size_fix = "use a smaller --image_size or a larger --downsample"
+    if training_step:
+        per_step, architecture = training_step
+        memory_budget.check_fits(
+            backbones.training_bytes(architecture, shape, per_step),
+            f"training steps of {per_step} images of {size} through {architecture}",
+            f"{size_fix}, or a smaller --batch_size")
+
+    decoded = []
+
+    def decode(sink):
+        decoded.append(True)
+        outcomes = _decode_files(paths, sink, image_size, downsample, channels)
+        if image_size is None:
+            _check_one_size(data_dir, paths, outcomes, shape)
+        return _kept_files(classes, outcomes, data_dir, needed, strict)
+
+    if cache_dir:
+        images, kept, problems = image_cache.open_or_build(
+            cache_dir, data_dir, [image_size, downsample, channels,
+                                  max_images_per_class, needed], paths, shape, decode)
+        for problem in problems if not decoded else ():  # as when it was built
+            _skip(problem, strict)
+        if images.nbytes <= IN_MEMORY_SHARE * (memory_budget.available_bytes() or 0):
+            images = images[:]
+    else:
+        memory_budget.check_fits(
+            len(paths) * image_bytes, f"the {len(paths):,} images of {size} in {data_dir}",
+            f"{size_fix}, or --image_cache=True to read them from a cache on disk")
+        images = np.empty((len(paths), *shape), np.uint8)
+        kept, _ = decode(images)
+        for new, old in enumerate(kept):  # in place: no second copy of the images
+            images[new] = images[old]
+        images = images[:len(kept)]
+    if not len(kept):
+        raise ValueError(f"no class folder in {data_dir!r} holds {needed} or more "
+                         f"readable images: check the files' formats "
+                         f"({', '.join(IMAGE_EXTENSIONS)})")
+    label_of = [label for label, (_, files) in enumerate(classes) for _ in files]
+    used = sorted({label_of[row] for row in kept})
+    class_names = [classes[label][0] for label in used]
+    new_label = {label: i for i, label in enumerate(used)}
+    kept_paths = [paths[row] for row in kept]
     if image_size is None:
-        width, height = _file_size(paths[0])
+        width, height = _file_size(kept_paths[0])
         image_size = (height, width)
-    return ImageSet(np.stack(images), np.asarray(labels, np.int32), class_names,
-                    groups, paths, tuple(image_size))
+    return ImageSet(images, np.asarray([new_label[label_of[row]] for row in kept],
+                                       np.int32),
+                    class_names, [name.rsplit("/", 1)[0] if "/" in name else ""
+                                  for name in class_names],
+                    kept_paths, tuple(image_size))
 
 
 def _from_arrays(images, labels, downsample=1):
@@ -302,9 +424,19 @@ def load_dataset(config):
                 f"--dataset=folder --data_dir=PATH (--downsample works on {name})")
         return BUILT_IN[name][1](config["downsample"])
     # A class with one image gives no genuine pair: skipped, with a warning naming it.
+    per_step = config["batch_size"] * (2 if config["pairing"] == "pairs" else 1)
     return load_folder(config["data_dir"], config["image_size"], config["downsample"],
                        config["channels"], config["max_images_per_class"],
-                       min_images_per_class=2, strict=config["strict"])
+                       min_images_per_class=2, strict=config["strict"],
+                       cache_dir=cache_dir(config),
+                       training_step=(per_step, config["architecture"]))
+
+
+def cache_dir(config):
+    """Where a config's folder images are cached: "" (none) with image_cache=False."""
+    if not config["image_cache"]:
+        return ""
+    return os.path.expanduser(config["cache_dir"]) or image_cache.default_dir()
 
 
 # --- splits and pairs ------------------------------------------------------------------
@@ -451,17 +583,22 @@ def merge_validation(splits):
 
 def _pixel_gatherer(images, augment, rotations=False):
     """index tensor -> float32 batch in [0, 255] (the model rescales), distorted if
-    `augment` is given, gathered from one uint8 copy of `images`. With `rotations`,
+    `augment` is given, gathered from one uint8 copy of `images` (an array in memory,
+    or image_cache.DiskImages, read batch by batch). With `rotations`,
     index i + k * len(images) means image i turned by k x 90 degrees (see
     rotated_classes)."""
     import tf_setup  # noqa: F401
     import tensorflow as tf
 
-    pixels = tf.constant(images)
     distort = augment or (lambda batch: batch)
+    if isinstance(images, np.ndarray):
+        pixels = tf.constant(images)
 
-    def read(indices):
-        return tf.cast(tf.gather(pixels, indices), tf.float32)
+        def read(indices):
+            return tf.cast(tf.gather(pixels, indices), tf.float32)
+    else:  # image_cache.DiskImages: each batch's images read from their files
+        def read(indices):
+            return tf.cast(images.read_batch(indices), tf.float32)
 
     def read_turned(indices):  # on floats: TF's oneDNN logs an error line for uint8
         batch = read(indices % len(images))

@@ -60,7 +60,7 @@ warnings.formatwarning = _one_line
 VALUE_REPRS = ("PerReplica:{", "<tf.Tensor", "tf.Tensor(", "array(")
 
 
-def error_line(error, limit=300):
+def error_line(error, limit=600):
     """The text of `error` as one line of at most `limit` characters, cut before any
     value it prints."""
     text = str(error)

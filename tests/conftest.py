@@ -14,6 +14,19 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_cache_in_a_temporary_folder(tmp_path_factory):
+    """The image cache of every run the tests start, and of the processes they start,
+    in a folder of the test session (image_cache.default_dir), not ~/.cache."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 def shared_data_path():
     """$SIAMESE_DATA_DIR, else ../shared/data beside the repository."""
     return os.environ.get("SIAMESE_DATA_DIR") or os.path.join(REPO_ROOT, "..", "shared",

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 import distribute
@@ -123,13 +124,20 @@ SCRIPT = textwrap.dedent(f"""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import backbones, plots, train
+    import backbones, plots, prepare_data, train
     from configurator import get_config
     from distribute import make_strategy
     {TINY}
     # The t-SNE plot takes longer than the training here, and is not what is tested.
     plots.plot_embeddings = lambda *args, **kwargs: None
-    losses = {{}}
+    # "disk": the images stay in the image cache, each batch read from its files.
+    prepare_data.IN_MEMORY_SHARE = 0.0 if sys.argv[3] == "disk" else 1.0
+    load_dataset = prepare_data.load_dataset
+    stored = []
+    prepare_data.load_dataset = lambda config: (
+        lambda imageset: stored.append(type(imageset.images).__name__) or imageset)(
+        load_dataset(config))
+    losses = {{"stored": stored}}
     for distribute in ("none", "mirrored"):
         config = get_config(out_dir=sys.argv[1], distribute=distribute,
                             **json.loads(sys.argv[2]))
@@ -144,19 +152,40 @@ SCRIPT = textwrap.dedent(f"""
 
 
 # A process for each recipe: the collectives of one mirrored run cannot be set up
-# again by another in the same process.
-@pytest.mark.parametrize("recipe", [
-    PAIRS, TRIPLET,
-    dict(pairing="batch", loss="supcon"),
-    dict(pairing="batch", loss="contrastive"),
+# again by another in the same process. Images in memory, or read from the image
+# cache batch by batch (each pipeline kind both ways).
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory):
+    """scikit-learn's digits as class folders of 8x8 PNG images, as settings."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    root = tmp_path_factory.mktemp("digits")
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        os.makedirs(root / str(label), exist_ok=True)
+        Image.fromarray(np.round(image * 255 / 16).astype(np.uint8)).save(
+            root / str(label) / f"{i}.png")
+    return dict(dataset="folder", data_dir=str(root), image_size=None, channels=1,
+                augment=False, monitor="val_loss", test_fraction=0.3, val_fraction=0.3,
+                pairing="pairs", loss="contrastive")
+
+
+@pytest.mark.parametrize("recipe, images", [
+    (PAIRS, "disk"), (TRIPLET, "memory"),
+    (dict(pairing="batch", loss="supcon"), "disk"),
+    (dict(pairing="batch", loss="contrastive"), "memory"),
 ])
-def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, recipe):
+def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, recipe, images,
+                                                         digits_folder):
+    settings = {**SETTINGS, **(digits_folder if images == "disk" else {}), **recipe}
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path),
-                           json.dumps({**SETTINGS, **recipe})], cwd=REPO_ROOT,
+                           json.dumps(settings), images], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     line = [l for l in done.stdout.splitlines() if l.startswith("LOSSES")][0]
     losses = json.loads(line[len("LOSSES"):])
+    expected = "DiskImages" if images == "disk" else "ndarray"
+    assert losses["stored"] == [expected, expected]
     assert losses["none_replicas"] == 1 and losses["mirrored_replicas"] == 2
     assert len(losses["mirrored"]) == len(losses["none"]) == 4  # 2 x (loss, val_loss)
     for single, mirrored in zip(losses["none"], losses["mirrored"]):

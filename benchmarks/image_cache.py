@@ -1,0 +1,283 @@
+"""The on-disk image cache against images in memory: peak memory, start-up, speed.
+
+    python benchmarks/image_cache.py [--quick] [--work=/tmp/siamese-image-cache]
+                                     [--limit_gb=2] [--data_dir=../shared/data]
+                                     [--out=benchmarks/image_cache.json]
+
+1. Peak RSS against dataset bytes. Generated class folders (20 JPEG photos of 256x256
+   per class, each class a smooth colour pattern of its own plus noise, trained at
+   128x128 RGB = 49,152 bytes an image) of 1/8, 1/4, 1/2 and 1 times the largest,
+   which is at least 1.5 x the memory limit. Each cell is a process of its own that
+   loads the folder as train.py does, builds the folder preset's network and fits
+   --steps training steps; peak RSS is its getrusage ru_maxrss. Cells:
+   - memory: image_cache=False, every image decoded into memory;
+   - cache: image_cache=True, batches read from the cache files (the images never in
+     memory at once);
+   - the largest folder again for both, inside a memory cgroup (v1 or v2) limited to
+     --limit_gb: the cache cell must finish within it, the memory cell is refused.
+2. Start-up, to the first training step, of the largest folder: image_cache=False
+   (decodes every run), first start with the cache (decodes, writes the cache) and
+   second start (reads it).
+3. Training speed, images per second over --steps steps after 3 warm-up steps, on
+   AT&T faces (att_faces_oneshot preset) and Omniglot's background set (omniglot
+   preset): images in memory, the cache read into memory, and batches from the cache.
+
+Figures depend on the machine; compare them within one run. The cells run one after
+another, never two at once.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+GB = 1e9
+IMAGE_SIZE = (128, 128)
+IMAGE_BYTES = IMAGE_SIZE[0] * IMAGE_SIZE[1] * 3
+PER_CLASS = 20
+
+
+def generate_class(task):
+    """One class folder of PER_CLASS 256x256 JPEG photos."""
+    from PIL import Image
+    root, k = task
+    folder = os.path.join(root, f"class{k:05d}")
+    if os.path.isdir(folder) and len(os.listdir(folder)) == PER_CLASS:
+        return
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(k)
+    y, x = np.mgrid[0:256, 0:256] / 256.0
+    base = np.stack([np.sin(2 * np.pi * (rng.uniform(0.5, 3) * x + rng.uniform(0, 3) * y
+                                         + rng.uniform()))
+                     for _ in range(3)], axis=-1) * 100 + 128
+    for i in range(PER_CLASS):
+        photo = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(photo).save(os.path.join(folder, f"{i + 1}.jpg"), quality=90)
+
+
+def make_folders(work, n_classes, fractions):
+    """The largest folder of n_classes classes, and for each fraction a folder of
+    links to its first classes. Returns {fraction: path}."""
+    from multiprocessing import Pool
+    full = os.path.join(work, "classes")
+    with Pool(len(os.sched_getaffinity(0))) as pool:
+        pool.map(generate_class, [(full, k) for k in range(n_classes)], chunksize=16)
+    folders = {}
+    for fraction in fractions:
+        folder = os.path.join(work, f"data-{fraction:g}")
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+            for k in range(int(round(n_classes * fraction))):
+                os.symlink(os.path.join(full, f"class{k:05d}"),
+                           os.path.join(folder, f"class{k:05d}"))
+        folders[fraction] = folder
+    return folders
+
+
+def cgroup_for(limit_bytes):
+    """A memory cgroup limited to limit_bytes, as the file a process joins it by
+    writing its pid to; None where none can be made (not root, no cgroup fs)."""
+    with open("/proc/self/cgroup") as handle:
+        lines = handle.read().splitlines()
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            folder, limit_file = "/sys/fs/cgroup/memory" + path, "memory.limit_in_bytes"
+        elif hierarchy == "0":
+            folder, limit_file = "/sys/fs/cgroup" + path, "memory.max"
+        else:
+            continue
+        group = os.path.join(folder.rstrip("/"), "siamese-benchmark")
+        try:
+            os.makedirs(group, exist_ok=True)
+            with open(os.path.join(group, limit_file), "w") as handle:
+                handle.write(str(int(limit_bytes)))
+            return os.path.join(group, "cgroup.procs")
+        except OSError:
+            return None
+    return None
+
+
+def cell(spec):
+    """Run in a child process: load, build, fit spec["steps"] steps; what it measured."""
+    started = time.time()
+    if spec.get("cgroup"):
+        with open(spec["cgroup"], "w") as handle:
+            handle.write(str(os.getpid()))
+    import resource
+
+    import tf_setup  # noqa: F401
+    import keras
+
+    import prepare_data
+    import siamese_network_funcs
+    import train
+    from configurator import get_config
+
+    prepare_data.IN_MEMORY_SHARE = spec.get("in_memory_share", prepare_data.IN_MEMORY_SHARE)
+    config = get_config(**spec["config"])
+    keras.utils.set_random_seed(config["seed"])
+    try:
+        imageset, splits, _ = train.load_data(config)
+    except ValueError as error:
+        return dict(refused=str(error), seconds=time.time() - started)
+    loaded = time.time()
+    model, base = siamese_network_funcs.build_network(config, imageset.images.shape[1:])
+    network, train_data, _, _ = train.training_setup(config, imageset, splits, model,
+                                                     base)
+    marks = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            marks.append(time.time())
+
+    warm_up, steps = 3, spec["steps"]
+    network.fit(train_data, steps_per_epoch=warm_up + steps, epochs=1, verbose=0,
+                callbacks=[Clock()])
+    per_step = config["batch_size"] * (2 if config["pairing"] == "pairs" else 1)
+    measured = time.time() - marks[warm_up]
+    return dict(images=len(imageset.images), dataset_gb=imageset.images.nbytes / GB,
+                stored=type(imageset.images).__name__, load_s=loaded - started,
+                first_step_s=marks[0] - started,
+                images_per_s=per_step * steps / measured,
+                peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB)
+
+
+def run_cell(spec):
+    """cell(spec) in a fresh Python process (peak RSS is per process)."""
+    done = subprocess.run([sys.executable, __file__, "--cell", json.dumps(spec)],
+                          capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        return dict(failed=f"exit {done.returncode}: {' | '.join(tail)}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def describe(result):
+    if "refused" in result:
+        return f"refused in {result['seconds']:.1f} s: {result['refused'][:150]}..."
+    if "failed" in result:
+        return f"FAILED {result['failed']}"
+    return (f"peak RSS {result['peak_rss_gb']:5.2f} GB, first step at "
+            f"{result['first_step_s']:6.1f} s (loading {result['load_s']:6.1f} s), "
+            f"{result['images_per_s']:7.1f} images/s, images {result['stored']}")
+
+
+def folder_config(data_dir, cache_dir, cached, steps_total):
+    return dict(dataset="folder", data_dir=data_dir, image_size=list(IMAGE_SIZE),
+                image_cache=cached, cache_dir=cache_dir, epochs=1,
+                total_sample_size=steps_total, augment=False)
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--work", default="/tmp/siamese-image-cache",
+                        help="where the generated folders and the caches go")
+    parser.add_argument("--limit_gb", type=float, default=2.0,
+                        help="the memory cgroup limit of the limited cells")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--data_dir", default=os.path.join(REPO, "..", "shared", "data"))
+    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks",
+                                                      "image_cache.json"))
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.cell:
+        print(json.dumps(cell(json.loads(args.cell))))
+        return 0
+
+    limit = args.limit_gb * GB
+    largest = int(0.02 * GB if args.quick else 1.5 * limit)
+    n_classes = -(-largest // (IMAGE_BYTES * PER_CLASS))
+    steps = 3 if args.quick else args.steps
+    fractions = (0.125, 0.25, 0.5, 1.0)
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; memory limit of the "
+          f"limited cells {args.limit_gb:g} GB (a memory cgroup)")
+    print(f"data: generated, {n_classes} classes x {PER_CLASS} JPEG photos 256x256, "
+          f"trained at {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}x3; largest "
+          f"{n_classes * PER_CLASS * IMAGE_BYTES / GB:.2f} GB decoded")
+    started = time.time()
+    folders = make_folders(args.work, n_classes, fractions)
+    print(f"generated in {time.time() - started:.0f} s; folder preset (compact "
+          f"network, triplet loss in P x K batches of 128 images), augment off, "
+          f"{steps} steps timed after 3")
+    caches = os.path.join(args.work, "caches")
+    shutil.rmtree(caches, ignore_errors=True)
+    results = dict(machine=cpu_model(), limit_gb=args.limit_gb, steps=steps,
+                   memory={}, cache={}, limited={}, startup={}, speed={})
+    config_steps = 4000  # pairs; an epoch is longer than the steps timed
+
+    print("\n1. peak RSS against dataset bytes (no limit)")
+    for fraction, folder in folders.items():
+        for mode, cached in (("memory", False), ("cache", True)):
+            spec = dict(config=folder_config(folder, caches, cached, config_steps),
+                        steps=steps, in_memory_share=0.0)
+            result = results[mode][str(fraction)] = run_cell(spec)
+            gb = fraction * n_classes * PER_CLASS * IMAGE_BYTES / GB
+            print(f"  {gb:5.2f} GB {mode:6s} {describe(result)}")
+
+    print(f"\n   the largest folder inside a {args.limit_gb:g} GB memory cgroup")
+    group = cgroup_for(limit)
+    if group is None:
+        print("   no memory cgroup could be made (root and a cgroup filesystem needed)")
+    for mode, cached in (("memory", False), ("cache", True)):
+        if group is None:
+            break
+        spec = dict(config=folder_config(folders[1.0], caches, cached, config_steps),
+                    steps=steps, in_memory_share=0.0, cgroup=group)
+        result = results["limited"][mode] = run_cell(spec)
+        print(f"  {mode:6s} {describe(result)}")
+
+    print("\n2. start-up to the first training step, the largest folder")
+    shutil.rmtree(caches, ignore_errors=True)
+    for name, cached in (("no cache", False), ("first start", True),
+                         ("second start", True)):
+        spec = dict(config=folder_config(folders[1.0], caches, cached, config_steps),
+                    steps=1, in_memory_share=0.0)
+        result = results["startup"][name] = run_cell(spec)
+        print(f"  {name:13s} {describe(result)}")
+    first, second = (results["startup"][name].get("first_step_s")
+                     for name in ("first start", "second start"))
+    if first and second:
+        print(f"  second start {first / second:.1f}x faster to the first step")
+
+    print("\n3. training speed, images per second")
+    real = {"AT&T faces": dict(dataset="att_faces_oneshot",
+                               data_dir=os.path.join(args.data_dir, "att_faces")),
+            "Omniglot background": dict(dataset="omniglot", data_dir=os.path.join(
+                args.data_dir, "omniglot", "images_background"))}
+    for name, settings in real.items():
+        if not os.path.isdir(settings["data_dir"]):
+            print(f"  {name}: not found at {settings['data_dir']}, skipped")
+            continue
+        for mode, cached, share in (("memory", False, 0.0), ("cache, in memory", True,
+                                                             1.0),
+                                    ("cache, from disk", True, 0.0)):
+            spec = dict(config=dict(settings, image_cache=cached, cache_dir=caches,
+                                    epochs=1), steps=steps, in_memory_share=share)
+            result = results["speed"].setdefault(name, {})[mode] = run_cell(spec)
+            print(f"  {name:19s} {mode:16s} {describe(result)}")
+    if group is not None:
+        os.rmdir(os.path.dirname(group))
+    with open(args.out, "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
