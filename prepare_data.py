@@ -7,6 +7,7 @@ does not grow with the number of pairs.
 """
 import os
 import re
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,12 +33,13 @@ IN_MEMORY_SHARE = 0.5
 @dataclass
 class ImageSet:
     """All images of a dataset, each stored once."""
-    images: np.ndarray  # uint8 (N, H, W, C)
+    images: np.ndarray  # uint8 (N, H, W, C), or image_cache.DiskImages read on demand
     labels: np.ndarray  # int32 (N,): index into class_names
     class_names: list  # e.g. ["s1", "s2", ...] or ["Greek/character01", ...]
     groups: list  # per class: its parent folder (the Omniglot alphabet), "" at the top
     paths: list  # per image: its file, or "" for bundled datasets
     source_size: tuple  # (height, width) before `downsample`: new images are resized to it
+    origin: str = ""  # how the images were read, e.g. "decoded 400 files in 0.1 s"
 
 
 def _natural_key(text):
@@ -266,6 +268,7 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
     decoding (memory_budget.NotEnoughMemory); so are images too large for a training
     step, `training_step` = (images per step, architecture), of that network.
     """
+    started = time.time()
     classes = scan_class_folders(data_dir, strict)
     if max_images_per_class:
         classes = [(name, files[:max_images_per_class]) for name, files in classes]
@@ -301,8 +304,14 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
                                   max_images_per_class, needed], paths, shape, decode)
         for problem in problems if not decoded else ():  # as when it was built
             _skip(problem, strict)
+        origin = (f"{'decoded' if decoded else 'read'} in {time.time() - started:.1f} s "
+                  f"{'into' if decoded else 'from'} the image cache "
+                  f"{os.path.dirname(images.folder)}")
         if images.nbytes <= IN_MEMORY_SHARE * (memory_budget.available_bytes() or 0):
             images = images[:]
+        else:
+            origin += (f"; {images.nbytes / 1e9:.1f} GB, over {IN_MEMORY_SHARE:.0%} of "
+                       f"the memory available: batches are read from there")
     else:
         memory_budget.check_fits(
             len(paths) * image_bytes, f"the {len(paths):,} images of {size} in {data_dir}",
@@ -312,6 +321,7 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
         for new, old in enumerate(kept):  # in place: no second copy of the images
             images[new] = images[old]
         images = images[:len(kept)]
+        origin = f"decoded in {time.time() - started:.1f} s (image_cache=False)"
     if not len(kept):
         raise ValueError(f"no class folder in {data_dir!r} holds {needed} or more "
                          f"readable images: check the files' formats "
@@ -328,7 +338,7 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
                                        np.int32),
                     class_names, [name.rsplit("/", 1)[0] if "/" in name else ""
                                   for name in class_names],
-                    kept_paths, tuple(image_size))
+                    kept_paths, tuple(image_size), origin)
 
 
 def _from_arrays(images, labels, downsample=1):

@@ -140,6 +140,8 @@ def load_data(config):
           f"{len(imageset.class_names)} classes; split={config['split']}: "
           f"{len(splits.train[1])} train / {len(splits.val[1])} val / "
           f"{len(splits.test[1])} test pairs (half genuine)")
+    if imageset.origin:
+        print(f"images: {imageset.origin}")
     if not len(splits.class_split["test"]):
         parts = "parent folders" if config["split"] == "groups" else "classes"
         print(f"test_fraction=0: no {parts} are held back for testing; all but the "
