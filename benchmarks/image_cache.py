@@ -6,7 +6,7 @@
 
 1. Peak RSS against dataset bytes. Generated class folders (20 JPEG photos of 256x256
    per class, each class a smooth colour pattern of its own plus noise, trained at
-   128x128 RGB = 49,152 bytes an image) of 1/8, 1/4, 1/2 and 1 times the largest,
+   96x96 RGB = 27,648 bytes an image) of 1/8, 1/4, 1/2 and 1 times the largest,
    which is at least 1.5 x the memory limit. Each cell is a process of its own that
    loads the folder as train.py does, builds the folder preset's network and fits
    --steps training steps; peak RSS is its getrusage ru_maxrss. Cells:
@@ -38,7 +38,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 GB = 1e9
-IMAGE_SIZE = (128, 128)
+IMAGE_SIZE = (96, 96)
 IMAGE_BYTES = IMAGE_SIZE[0] * IMAGE_SIZE[1] * 3
 PER_CLASS = 20
 
