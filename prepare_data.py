@@ -1,9 +1,10 @@
 """Images in, balanced labelled pairs out.
 
-Every image is read once into one uint8 array (N, H, W, C); a pair is two row indices
-into it, with label 1 = genuine (same class) and 0 = impostor (different classes).
-Training gathers the pixels of a batch's pairs on the fly (`pair_dataset`), so memory
-does not grow with the number of pairs.
+Every image is decoded once into one uint8 array (N, H, W, C), in memory or in the
+image cache on disk (image_cache.py); a pair is two row indices into it, with label
+1 = genuine (same class) and 0 = impostor (different classes). Training gathers the
+pixels of a batch's pairs on the fly (`pair_dataset`), so memory does not grow with
+the number of pairs.
 """
 import os
 import re
@@ -276,9 +277,7 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
     needed = max(1, min_images_per_class)
     shape = _first_shape(paths, image_size, downsample, channels)
     if shape is None:
-        raise ValueError(f"no class folder in {data_dir!r} holds {needed} or more "
-                         f"readable images: check the files' formats "
-                         f"({', '.join(IMAGE_EXTENSIONS)})")
+        raise _none_readable(data_dir, needed)
     image_bytes = int(np.prod(shape))
     size = "x".join(map(str, shape))
     size_fix = "use a smaller --image_size or a larger --downsample"
@@ -289,29 +288,16 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
             f"training steps of {per_step} images of {size} through {architecture}",
             f"{size_fix}, or a smaller --batch_size")
 
-    decoded = []
-
     def decode(sink):
-        decoded.append(True)
         outcomes = _decode_files(paths, sink, image_size, downsample, channels)
         if image_size is None:
             _check_one_size(data_dir, paths, outcomes, shape)
         return _kept_files(classes, outcomes, data_dir, needed, strict)
 
     if cache_dir:
-        images, kept, problems = image_cache.open_or_build(
-            cache_dir, data_dir, [image_size, downsample, channels,
-                                  max_images_per_class, needed], paths, shape, decode)
-        for problem in problems if not decoded else ():  # as when it was built
-            _skip(problem, strict)
-        origin = (f"{'decoded' if decoded else 'read'} in {time.time() - started:.1f} s "
-                  f"{'into' if decoded else 'from'} the image cache "
-                  f"{os.path.dirname(images.folder)}")
-        if images.nbytes <= IN_MEMORY_SHARE * (memory_budget.available_bytes() or 0):
-            images = images[:]
-        else:
-            origin += (f"; {images.nbytes / 1e9:.1f} GB, over {IN_MEMORY_SHARE:.0%} of "
-                       f"the memory available: batches are read from there")
+        images, kept, origin = _load_cached(
+            cache_dir, data_dir, [image_size, downsample, channels, max_images_per_class,
+                                  needed], paths, shape, decode, strict)
     else:
         memory_budget.check_fits(
             len(paths) * image_bytes, f"the {len(paths):,} images of {size} in {data_dir}",
@@ -321,11 +307,9 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
         for new, old in enumerate(kept):  # in place: no second copy of the images
             images[new] = images[old]
         images = images[:len(kept)]
-        origin = f"decoded in {time.time() - started:.1f} s (image_cache=False)"
+        origin = "decoded (image_cache=False)"
     if not len(kept):
-        raise ValueError(f"no class folder in {data_dir!r} holds {needed} or more "
-                         f"readable images: check the files' formats "
-                         f"({', '.join(IMAGE_EXTENSIONS)})")
+        raise _none_readable(data_dir, needed)
     label_of = [label for label, (_, files) in enumerate(classes) for _ in files]
     used = sorted({label_of[row] for row in kept})
     class_names = [classes[label][0] for label in used]
@@ -338,7 +322,33 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
                                        np.int32),
                     class_names, [name.rsplit("/", 1)[0] if "/" in name else ""
                                   for name in class_names],
-                    kept_paths, tuple(image_size), origin)
+                    kept_paths, tuple(image_size),
+                    f"{origin} in {time.time() - started:.1f} s")
+
+
+def _none_readable(data_dir, needed):
+    return ValueError(f"no class folder in {data_dir!r} holds {needed} or more readable "
+                      f"images: check the files' formats ({', '.join(IMAGE_EXTENSIONS)})")
+
+
+def _load_cached(cache_dir, data_dir, settings, paths, shape, decode, strict):
+    """(images, rows kept, where they came from) through the image cache: its files
+    (image_cache.DiskImages) when they would take more than IN_MEMORY_SHARE of the
+    memory available, else an array read from them. The files skipped when it was
+    built are warned about (or with `strict` raised) again."""
+    decoded = []
+    images, kept, problems = image_cache.open_or_build(
+        cache_dir, data_dir, settings, paths, shape,
+        lambda sink: decoded.append(True) or decode(sink))
+    for problem in problems if not decoded else ():  # warned about when decoded
+        _skip(problem, strict)
+    origin = (f"{'decoded into' if decoded else 'read from'} the image cache "
+              f"{os.path.dirname(images.folder)}")
+    if images.nbytes <= IN_MEMORY_SHARE * (memory_budget.available_bytes() or 0):
+        return images[:], kept, origin
+    return images, kept, (f"{origin}; {images.nbytes / 1e9:.1f} GB, over "
+                          f"{IN_MEMORY_SHARE:.0%} of the memory available, so each "
+                          f"batch is read from there")
 
 
 def _from_arrays(images, labels, downsample=1):

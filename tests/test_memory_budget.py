@@ -85,7 +85,7 @@ def test_a_folder_that_cannot_fit_under_a_low_limit_is_refused_before_decoding(
 def test_train_refuses_images_too_large_for_a_training_step_in_one_line(tmp_path,
                                                                        capsys):
     import train
-    folder = write_class_folders(tmp_path / "data", 6, per_class=2)
+    folder = write_class_folders(tmp_path / "huge_photos", 6, per_class=2)
     assert train.main(["--dataset=folder", f"--data_dir={folder}",
                        "--image_size=20000,20000", "--epochs=1",
                        f"--out_dir={tmp_path / 'runs'}"]) == 2
@@ -94,4 +94,4 @@ def test_train_refuses_images_too_large_for_a_training_step_in_one_line(tmp_path
                            "through compact need ")
     assert "--image_size" in line and "--batch_size" in line
     assert not (tmp_path / "runs").exists()
-    assert not glob.glob(os.path.join(image_cache.default_dir(), "data-*"))  # no cache
+    assert not glob.glob(os.path.join(image_cache.default_dir(), "huge_photos-*"))  # no cache
