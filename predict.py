@@ -31,6 +31,7 @@ import calibration
 import losses
 import metrics
 import prepare_data
+import progress
 import runs
 import siamese_network_funcs
 
@@ -215,11 +216,12 @@ class Matcher:
         and the best as `match`, or "unknown" when even it is beyond `threshold` (the
         run's by default). Ties keep the classes' order of first appearance."""
         threshold = self.threshold if threshold is None else threshold
-        per_class, names = class_distances(queries, embeddings, owners, self.scorer)
-        order = np.argsort(per_class, axis=1, kind="stable")[:, :top_k]
+        names, labels = class_labels(owners)
+        distances, classes = nearest_classes(queries, embeddings, labels, top_k,
+                                             self.scorer)
         results = []
-        for row, columns in zip(per_class, order):
-            top = [(names[c], float(row[c])) for c in columns]
+        for row, columns in zip(distances, classes):
+            top = [(names[c], float(d)) for c, d in zip(columns, row)]
             match = top[0][0] if top[0][1] < threshold else "unknown"
             similarity = float(metrics.similarity(top[0][1], threshold))
             results.append({"match": match, "top": top, "threshold": threshold,
@@ -227,30 +229,81 @@ class Matcher:
         return results
 
 
-def class_distances(queries, embeddings, owners, scorer=metrics.EUCLIDEAN,
+def class_labels(owners):
+    """(class names in order of first appearance in `owners`, the class index of each
+    gallery image into those names)."""
+    names = list(dict.fromkeys(str(name) for name in owners))
+    index_of = {name: i for i, name in enumerate(names)}
+    labels = np.fromiter((index_of[str(name)] for name in owners), np.int64, len(owners))
+    return names, labels
+
+
+def nearest_classes(queries, embeddings, labels, top_k, scorer=metrics.EUCLIDEAN,
                     chunk_bytes=2 ** 27):
-    """(Q, C) distance from each query to each class's nearest gallery image, and the C
-    class names in order of first appearance in `owners`. Vectorised: the gallery is
-    sorted by class once and each class's minimum taken with one grouped reduction;
-    queries go in chunks so the (queries, gallery, dims) difference stays under
-    `chunk_bytes`."""
-    owners = np.asarray(owners)
-    names, first, inverse = np.unique(owners, return_index=True, return_inverse=True)
-    appearance = np.argsort(first, kind="stable")  # class ids in order of first appearance
-    rank_of = np.empty_like(appearance)
-    rank_of[appearance] = np.arange(len(appearance))
-    group = rank_of[inverse.ravel()]
-    by_class = np.argsort(group, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(group[by_class]) != 0])
+    """Each query's top_k classes by their nearest image, by exhaustive search: (Q, k)
+    distances and (Q, k) class indices (`labels` holds each gallery image's), nearest
+    first, ties in class order; k = min(top_k, classes). Memory stays within about
+    `chunk_bytes` whatever the number of classes."""
+    distances, classes = [], []
+    for per_class in _class_minima(queries, embeddings, labels, scorer, chunk_bytes):
+        nearest = smallest_columns(per_class, top_k)
+        classes.append(nearest)
+        distances.append(np.take_along_axis(per_class, nearest, axis=1))
+    k = min(top_k, int(labels.max()) + 1)
+    if not classes:
+        return np.zeros((0, k)), np.zeros((0, k), np.int64)
+    return np.concatenate(distances), np.concatenate(classes)
+
+
+def _class_minima(queries, embeddings, labels, scorer, chunk_bytes):
+    """Yield, per chunk of queries, the (chunk, C) distances to each class's nearest
+    image. The gallery is sorted by class once and each class's minimum taken with one
+    grouped reduction; a chunk's (queries, gallery) block stays under `chunk_bytes`.
+
+    Euclidean distances come from the expansion |q|^2 + |g|^2 - 2 q.g: a matrix
+    product instead of a (queries, gallery, dims) difference, in float64 because in
+    float32 the cancellation would blur the small distances that decide a match. The
+    minimum is taken before |q|^2 is added and the square root: neither changes the
+    order within a row."""
+    by_class = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(labels[by_class]) != 0])
     gallery = np.asarray(embeddings)[by_class]
     queries = np.asarray(queries)
-    step = max(1, chunk_bytes // max(1, gallery.size * gallery.itemsize))
-    per_class = np.concatenate([
-        np.minimum.reduceat(scorer(gallery[None, :, :], queries[i:i + step, None, :]),
-                            starts, axis=1)
-        for i in range(0, len(queries), step)]) if len(queries) else \
-        np.zeros((0, len(starts)))
-    return per_class, [str(n) for n in names[appearance]]
+    euclidean = scorer.alpha is None
+    if euclidean:
+        gallery = gallery.astype(np.float64)
+        queries = queries.astype(np.float64)
+        gallery_norms = np.einsum("ij,ij->i", gallery, gallery)
+        row_bytes = len(gallery) * 8
+    else:  # Koch's head: its weighted L1 needs the (queries, gallery, dims) difference
+        row_bytes = gallery.size * gallery.itemsize
+    step = max(1, chunk_bytes // max(1, row_bytes))
+    for start in progress.steps("searching the gallery", len(queries), step):
+        chunk = queries[start:start + step]
+        if not euclidean:
+            yield np.minimum.reduceat(scorer(gallery[None, :, :], chunk[:, None, :]),
+                                      starts, axis=1)
+            continue
+        partial = chunk @ gallery.T  # |g|^2 - 2 q.g, built in place
+        partial *= -2
+        partial += gallery_norms
+        squared = np.minimum.reduceat(partial, starts, axis=1)
+        squared += np.einsum("ij,ij->i", chunk, chunk)[:, None]
+        yield np.sqrt(np.maximum(squared, 1e-7))  # metrics.PairScorer's floor
+
+
+def smallest_columns(rows, k):
+    """Column indices of the k smallest values of each row, smallest first and ties
+    in column order: what a stable argsort's first k columns are, in time linear in
+    the columns."""
+    if k >= rows.shape[1]:
+        return np.argsort(rows, axis=1, kind="stable")
+    kth = np.partition(rows, k - 1, axis=1)[:, k - 1]
+    picked = []
+    for row, bound in zip(rows, kth):
+        candidates = np.flatnonzero(row <= bound)  # ties with the k-th may be > k
+        picked.append(candidates[np.argsort(row[candidates], kind="stable")[:k]])
+    return np.array(picked, np.int64).reshape(len(rows), k)
 
 
 def _read_cache(cache):

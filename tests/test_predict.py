@@ -261,14 +261,39 @@ def test_vectorised_class_distances_equal_the_per_class_loop(scorer):
     gallery = rng.normal(size=(300, 8)).astype(np.float32)
     owners = [f"c{k}" for k in rng.integers(0, 40, 300)]  # classes interleaved
     queries = rng.normal(size=(25, 8)).astype(np.float32)
-    per_class, names = predict.class_distances(queries, gallery, owners, scorer,
-                                               chunk_bytes=4096)  # several chunks
+    names, labels = predict.class_labels(owners)
+    distances, classes = predict.nearest_classes(queries, gallery, labels, len(names),
+                                                 scorer, chunk_bytes=4096)  # chunks
     assert names == list(dict.fromkeys(owners))
     owners = np.asarray(owners)
-    for query, row in zip(queries, per_class):
-        distances = scorer(gallery, query)
-        np.testing.assert_allclose(row, [distances[owners == n].min() for n in names],
-                                   rtol=1e-6)
+    for query, row, columns in zip(queries, distances, classes):
+        loop = scorer(gallery, query)
+        np.testing.assert_allclose(row, [loop[owners == names[c]].min()
+                                         for c in columns], rtol=1e-6)
+        assert (np.diff(row) >= 0).all()
+
+
+def test_nearest_classes_equal_the_per_class_loop_with_unequal_classes_and_ties():
+    rng = np.random.default_rng(1)
+    sizes = [1, 2, 7, 30, 3, 11, 1, 5]
+    owners = np.repeat([f"k{i}" for i in range(len(sizes))], sizes)
+    owners = owners[rng.permutation(len(owners))]
+    gallery = rng.normal(size=(len(owners), 6)).astype(np.float32)
+    gallery[owners == "k6"] = gallery[owners == "k1"][0]  # ties between classes
+    queries = np.concatenate([rng.normal(size=(30, 6)), gallery[owners == "k6"]])
+    names, labels = predict.class_labels(owners)
+    assert names == list(dict.fromkeys(owners))  # in order of first appearance
+    for top_k in (1, 3, 8, 20):
+        distances, classes = predict.nearest_classes(queries, gallery, labels, top_k,
+                                                     chunk_bytes=2048)
+        for query, row, columns in zip(queries, distances, classes):
+            loop = [metrics.EUCLIDEAN(gallery, query)[owners == name].min()
+                    for name in names]
+            ranked = sorted(range(len(names)), key=lambda c: loop[c])[:top_k]
+            assert columns.tolist() == ranked  # sorted() keeps ties in class order
+            np.testing.assert_allclose(row, [loop[c] for c in ranked], rtol=1e-6)
+    tied = classes[-1, :2].tolist()  # the last query lies on k1's and k6's image
+    assert sorted(tied) == tied == sorted(names.index(n) for n in ("k1", "k6"))
 
 
 def _png_bytes():
