@@ -9,6 +9,8 @@ Enrolling someone new = adding a folder to the gallery. Gallery embeddings are c
 in DIR/.siamese-cache-<model>.npz and refreshed for the files that changed. `calibrate`
 sets the same/different threshold on the gallery's own classes and stores it in
 DIR/.siamese-threshold-<model>.json, where verify and identify with that gallery use it.
+Very large galleries are searched through an approximate nearest-neighbour index
+(gallery_index.py), kept in DIR/.siamese-index-<model>.npz.
 
 From Python:
 
@@ -28,6 +30,7 @@ import zipfile
 import numpy as np
 
 import calibration
+import gallery_index
 import losses
 import metrics
 import prepare_data
@@ -183,21 +186,32 @@ class Matcher:
         return embeddings, owners, paths
 
     def identify(self, query_paths, gallery_dir, top_k=3):
-        """For each query: the top_k gallery classes by their nearest image, and the
-        best one as `match`, or "unknown" when even it is beyond the threshold."""
+        """For each query image: the top_k gallery classes by their nearest image, and
+        the best one as `match`, or "unknown" when even it is beyond the threshold.
+        Galleries of gallery_index.MIN_SIZE images or more are searched through an
+        index (with the Euclidean distance; Koch's head always searches every
+        image)."""
         if (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
                 or top_k < 1):
             raise ValueError(f"top_k must be a whole number >= 1 (how many gallery "
                              f"classes to list per query); got {top_k!r}")
+        query_paths = list(query_paths)
         embeddings, owners, _ = self.gallery(gallery_dir)
         threshold, source, reference = self.gallery_threshold(gallery_dir)
         self.warn_on_drift(embeddings, owners, gallery_dir, threshold, source,
                            reference)
-        ranked = self.rank(self.embed_files(list(query_paths)), embeddings, owners,
-                           top_k, threshold)
+        queries = self.embed_files(query_paths)
+        index = None
+        if self.scorer.alpha is None and len(embeddings) >= gallery_index.MIN_SIZE:
+            index = gallery_index.load_or_build(self.index_file(gallery_dir),
+                                                embeddings)
+        ranked = self.rank(queries, embeddings, owners, top_k, threshold, index)
         for path, result in zip(query_paths, ranked):
             result.update(query=path, threshold_source=source)
         return ranked
+
+    def index_file(self, gallery_dir):
+        return os.path.join(gallery_dir, f".siamese-index-{self.model_id}.npz")
 
     def warn_on_drift(self, embeddings, owners, gallery_dir, threshold, source,
                       reference):
@@ -210,15 +224,25 @@ class Matcher:
                 f"python predict.py calibrate {self.run_dir} --gallery={gallery_dir} "
                 f"sets it on this gallery's classes"))
 
-    def rank(self, queries, embeddings, owners, top_k=3, threshold=None):
+    def rank(self, queries, embeddings, owners, top_k=3, threshold=None, index=None):
         """For each query embedding: {"match", "top", "similarity", "threshold"}, the
         top_k classes of `owners` (one per gallery embedding) by their nearest image,
         and the best as `match`, or "unknown" when even it is beyond `threshold` (the
-        run's by default). Ties keep the classes' order of first appearance."""
+        run's by default). Ties keep the classes' order of first appearance. With
+        `index` (gallery_index.load_or_build of these embeddings) the nearest images
+        come from it, else from an exhaustive search."""
         threshold = self.threshold if threshold is None else threshold
         names, labels = class_labels(owners)
-        distances, classes = nearest_classes(queries, embeddings, labels, top_k,
-                                             self.scorer)
+        if index is None:
+            distances, classes = nearest_classes(queries, embeddings, labels, top_k,
+                                                 self.scorer)
+        else:
+            distances, classes, settled = gallery_index.nearest_classes(
+                index, queries, labels, top_k)
+            if not settled.all():  # the few the index cannot settle: every image
+                distances[~settled], classes[~settled] = nearest_classes(
+                    np.asarray(queries)[~settled], embeddings, labels, top_k,
+                    self.scorer)
         results = []
         for row, columns in zip(distances, classes):
             top = [(names[c], float(d)) for c, d in zip(columns, row)]
@@ -360,11 +384,13 @@ def build_parser():
     gallery_threshold = ("decide by the threshold `calibrate` stored with this gallery "
                          "(else the run's)")
     verify.add_argument("--gallery", help=gallery_threshold)
-    identify = commands.add_parser("identify", help="whose images are these?",
-                                   description="Whose images are these? Prints, per "
-                                               "query, the nearest gallery classes and "
-                                               "the match, or unknown when even the "
-                                               "nearest is beyond the threshold.")
+    identify = commands.add_parser(
+        "identify", help="whose images are these?",
+        description="Whose images are these? Prints, per query, the nearest gallery "
+                    "classes and the match, or unknown when even the nearest is beyond "
+                    f"the threshold. A gallery of {gallery_index.MIN_SIZE:,} images or more is searched "
+                    "through an approximate nearest-neighbour index (built once, kept "
+                    "with the gallery), a smaller one image by image.")
     identify.add_argument("run_dir", help=run_help)
     identify.add_argument("queries", nargs="+",
                           help="image files to identify, each on its own")

@@ -296,6 +296,38 @@ def test_nearest_classes_equal_the_per_class_loop_with_unequal_classes_and_ties(
     assert sorted(tied) == tied == sorted(names.index(n) for n in ("k1", "k6"))
 
 
+def test_identify_through_the_index_answers_as_the_exhaustive_search(run_dir, tmp_path,
+                                                                     monkeypatch):
+    gallery = write_class_folders(tmp_path / "gallery", 12, per_class=4, seed=4)
+    queries = sorted(map(str, write_class_folders(tmp_path / "queries", 12, per_class=1,
+                                                  seed=9).glob("*/*.png")))
+    matcher = predict.Matcher(run_dir)
+    exact = matcher.identify(queries, str(gallery), top_k=3)
+    index_file = matcher.index_file(str(gallery))
+    assert not os.path.exists(index_file)  # a small gallery has no index
+
+    def assert_same_answers(results):
+        for a, b in zip(exact, results, strict=True):
+            assert (a["query"], a["match"]) == (b["query"], b["match"])
+            assert [name for name, _ in a["top"]] == [name for name, _ in b["top"]]
+            np.testing.assert_allclose([d for _, d in a["top"]],
+                                       [d for _, d in b["top"]], rtol=1e-5)
+
+    monkeypatch.setattr(predict.gallery_index, "MIN_SIZE", 48)
+    assert_same_answers(matcher.identify(queries, str(gallery), top_k=3))
+    assert os.path.exists(index_file)
+    # queries the index cannot settle are answered by the exhaustive search
+    monkeypatch.setattr(predict.gallery_index, "MAX_NEIGHBOURS", 1)
+    assert_same_answers(matcher.identify(queries, str(gallery), top_k=3))
+
+    modified = os.stat(index_file).st_mtime_ns
+    newcomer = write_class_folders(tmp_path / "new", 1, per_class=1, seed=5)
+    os.rename(newcomer / "person1", gallery / "newcomer")
+    [result] = matcher.identify([str(gallery / "newcomer" / "1.png")], str(gallery))
+    assert result["match"] == "newcomer"
+    assert os.stat(index_file).st_mtime_ns != modified  # rebuilt with the newcomer
+
+
 def _png_bytes():
     noise = np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)
     buffer = io.BytesIO()
