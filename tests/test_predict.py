@@ -3,6 +3,7 @@ enrolment by adding a folder, and the gallery cache. A damaged run folder, galle
 query is a one-line error naming the file at fault; a gallery cache is never unpickled
 and file names never reach a shell."""
 import argparse
+import csv
 import importlib.util
 import io
 import json
@@ -299,10 +300,9 @@ def test_nearest_classes_equal_the_per_class_loop_with_unequal_classes_and_ties(
 def test_identify_through_the_index_answers_as_the_exhaustive_search(run_dir, tmp_path,
                                                                      monkeypatch):
     gallery = write_class_folders(tmp_path / "gallery", 12, per_class=4, seed=4)
-    queries = sorted(map(str, write_class_folders(tmp_path / "queries", 12, per_class=1,
-                                                  seed=9).glob("*/*.png")))
+    queries = write_class_folders(tmp_path / "queries", 12, per_class=1, seed=9)
     matcher = predict.Matcher(run_dir)
-    exact = matcher.identify(queries, str(gallery), top_k=3)
+    exact = matcher.identify([str(queries)], str(gallery), top_k=3)
     index_file = matcher.index_file(str(gallery))
     assert not os.path.exists(index_file)  # a small gallery has no index
 
@@ -314,11 +314,11 @@ def test_identify_through_the_index_answers_as_the_exhaustive_search(run_dir, tm
                                        [d for _, d in b["top"]], rtol=1e-5)
 
     monkeypatch.setattr(predict.gallery_index, "MIN_SIZE", 48)
-    assert_same_answers(matcher.identify(queries, str(gallery), top_k=3))
+    assert_same_answers(matcher.identify([str(queries)], str(gallery), top_k=3))
     assert os.path.exists(index_file)
     # queries the index cannot settle are answered by the exhaustive search
     monkeypatch.setattr(predict.gallery_index, "MAX_NEIGHBOURS", 1)
-    assert_same_answers(matcher.identify(queries, str(gallery), top_k=3))
+    assert_same_answers(matcher.identify([str(queries)], str(gallery), top_k=3))
 
     modified = os.stat(index_file).st_mtime_ns
     newcomer = write_class_folders(tmp_path / "new", 1, per_class=1, seed=5)
@@ -326,6 +326,51 @@ def test_identify_through_the_index_answers_as_the_exhaustive_search(run_dir, tm
     [result] = matcher.identify([str(gallery / "newcomer" / "1.png")], str(gallery))
     assert result["match"] == "newcomer"
     assert os.stat(index_file).st_mtime_ns != modified  # rebuilt with the newcomer
+
+
+def test_identify_a_folder_of_queries_to_csv_and_keep_an_existing_csv(run_dir,
+                                                                      tmp_path, capsys):
+    gallery = write_class_folders(tmp_path / "gallery", 12, per_class=3, seed=4)
+    queries = tmp_path / "queries"
+    write_class_folders(queries / "batch10", 2, per_class=1, seed=9)
+    write_class_folders(queries / "batch2", 12, per_class=1, seed=9)
+    (queries / "batch2" / "notes.txt").write_text("not an image")
+    csv_file = tmp_path / "identified.csv"
+    with pytest.warns(UserWarning, match="skipping 1 file.* not images .*notes.txt"):
+        assert predict.main(["identify", run_dir, str(queries), f"--gallery={gallery}",
+                             "--top_k=2", f"--csv={csv_file}"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {csv_file}: 14 queries" in printed and "person" not in printed
+    with open(csv_file, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["query", "match", "distance", "similarity", "top1",
+                       "top1_distance", "top2", "top2_distance"]
+    expected = ([f"batch2/person{k}" for k in range(1, 13)]
+                + [f"batch10/person{k}" for k in (1, 2)])  # natural order: 2 before 10
+    assert [os.path.relpath(row[0], queries).replace(os.sep, "/").rsplit("/", 1)[0]
+            for row in rows[1:]] == expected
+    for row in rows[1:]:
+        person = os.path.basename(os.path.dirname(row[0]))
+        assert row[4] == person and float(row[2]) == float(row[5])
+        assert row[1] in (person, "unknown") and 0 < float(row[3]) <= 1
+
+    before = csv_file.read_bytes()
+    message = _cli_error(capsys, ["identify", run_dir, str(queries),
+                                  f"--gallery={gallery}", f"--csv={csv_file}"])
+    assert message == (f"--csv={csv_file} already exists: pass another file name, or "
+                       f"--overwrite to replace it")
+    assert csv_file.read_bytes() == before
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert predict.main(["identify", run_dir, str(queries / "batch10"),
+                             f"--gallery={gallery}", f"--csv={csv_file}", "--top_k=3",
+                             "--overwrite"]) == 0
+    with open(csv_file, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert len(rows) == 3 and rows[0][-2:] == ["top3", "top3_distance"]
+    assert _cli_error(capsys, ["identify", run_dir, str(queries), f"--gallery={gallery}",
+                               f"--csv={tmp_path / 'no' / 'x.csv'}"]).endswith(
+        "does not exist: create it, or pass a file in an existing folder")
 
 
 def _png_bytes():
@@ -480,7 +525,7 @@ def test_unusable_query_is_a_clear_cli_error_naming_it(digits_run_dir, tmp_path,
     elif kind == "not an image":
         query.write_text("hello")
     expected = {"missing": f"image {str(query)!r} does not exist",
-                "a folder": f"image {str(query)!r} is a folder, not an image file",
+                "a folder": f"query folder {str(query)!r} holds no image file",
                 "truncated": f"cannot read image {str(query)!r} (image file is "
                              f"truncated): replace or remove it",
                 "not an image": f"cannot read image {str(query)!r} (cannot identify "
@@ -488,6 +533,8 @@ def test_unusable_query_is_a_clear_cli_error_naming_it(digits_run_dir, tmp_path,
     message = _cli_error(capsys, ["identify", digits_run_dir, str(query),
                                   f"--gallery={images[1]}"])
     assert message.startswith(expected)
+    if kind == "a folder":  # verify takes no folder: it compares two images
+        expected = f"image {str(query)!r} is a folder, not an image file"
     message = _cli_error(capsys, ["verify", digits_run_dir, images[0], str(query)])
     assert message.startswith(expected)
 
