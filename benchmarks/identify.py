@@ -162,8 +162,9 @@ def table_row(size, method, result):
 
     def share(key):
         return f"{result[key]:.4f}" if key in result else "-"
+    rate = result["queries_per_s"]
     return ROW.format(f"{size:,}", method, f"{result['queries']:,}",
-                      f"{result['queries_per_s']:,.1f}",
+                      f"{rate:,.1f}" if rate >= 10 else f"{rate:.3g}",
                       f"{result['build_s']:.1f}" if "build_s" in result else "-",
                       f"{result['loaded_mb']:,.0f}", f"{result['peak_mb']:,.0f}",
                       f"{result['index_mb']:,.0f}" if "index_mb" in result else "-",
