@@ -3,6 +3,7 @@ enrolment by adding a folder, and the gallery cache. A damaged run folder, galle
 query is a one-line error naming the file at fault; a gallery cache is never unpickled
 and file names never reach a shell."""
 import argparse
+import csv
 import importlib.util
 import io
 import json
@@ -261,14 +262,115 @@ def test_vectorised_class_distances_equal_the_per_class_loop(scorer):
     gallery = rng.normal(size=(300, 8)).astype(np.float32)
     owners = [f"c{k}" for k in rng.integers(0, 40, 300)]  # classes interleaved
     queries = rng.normal(size=(25, 8)).astype(np.float32)
-    per_class, names = predict.class_distances(queries, gallery, owners, scorer,
-                                               chunk_bytes=4096)  # several chunks
+    names, labels = predict.class_labels(owners)
+    distances, classes = predict.nearest_classes(queries, gallery, labels, len(names),
+                                                 scorer, chunk_bytes=4096)  # chunks
     assert names == list(dict.fromkeys(owners))
     owners = np.asarray(owners)
-    for query, row in zip(queries, per_class):
-        distances = scorer(gallery, query)
-        np.testing.assert_allclose(row, [distances[owners == n].min() for n in names],
-                                   rtol=1e-6)
+    for query, row, columns in zip(queries, distances, classes):
+        loop = scorer(gallery, query)
+        np.testing.assert_allclose(row, [loop[owners == names[c]].min()
+                                         for c in columns], rtol=1e-6)
+        assert (np.diff(row) >= 0).all()
+
+
+def test_nearest_classes_equal_the_per_class_loop_with_unequal_classes_and_ties():
+    rng = np.random.default_rng(1)
+    sizes = [1, 2, 7, 30, 3, 11, 1, 5]
+    owners = np.repeat([f"k{i}" for i in range(len(sizes))], sizes)
+    owners = owners[rng.permutation(len(owners))]
+    gallery = rng.normal(size=(len(owners), 6)).astype(np.float32)
+    gallery[owners == "k6"] = gallery[owners == "k1"][0]  # ties between classes
+    queries = np.concatenate([rng.normal(size=(30, 6)), gallery[owners == "k6"]])
+    names, labels = predict.class_labels(owners)
+    assert names == list(dict.fromkeys(owners))  # in order of first appearance
+    for top_k in (1, 3, 8, 20):
+        distances, classes = predict.nearest_classes(queries, gallery, labels, top_k,
+                                                     chunk_bytes=2048)
+        for query, row, columns in zip(queries, distances, classes):
+            loop = [metrics.EUCLIDEAN(gallery, query)[owners == name].min()
+                    for name in names]
+            ranked = sorted(range(len(names)), key=lambda c: loop[c])[:top_k]
+            assert columns.tolist() == ranked  # sorted() keeps ties in class order
+            np.testing.assert_allclose(row, [loop[c] for c in ranked], rtol=1e-6)
+    tied = classes[-1, :2].tolist()  # the last query lies on k1's and k6's image
+    assert sorted(tied) == tied == sorted(names.index(n) for n in ("k1", "k6"))
+
+
+def test_identify_through_the_index_answers_as_the_exhaustive_search(run_dir, tmp_path,
+                                                                     monkeypatch):
+    gallery = write_class_folders(tmp_path / "gallery", 12, per_class=4, seed=4)
+    queries = write_class_folders(tmp_path / "queries", 12, per_class=1, seed=9)
+    matcher = predict.Matcher(run_dir)
+    exact = matcher.identify([str(queries)], str(gallery), top_k=3)
+    index_file = matcher.index_file(str(gallery))
+    assert not os.path.exists(index_file)  # a small gallery has no index
+
+    def assert_same_answers(results):
+        for a, b in zip(exact, results, strict=True):
+            assert (a["query"], a["match"]) == (b["query"], b["match"])
+            assert [name for name, _ in a["top"]] == [name for name, _ in b["top"]]
+            np.testing.assert_allclose([d for _, d in a["top"]],
+                                       [d for _, d in b["top"]], rtol=1e-5)
+
+    monkeypatch.setattr(predict.gallery_index, "MIN_SIZE", 48)
+    assert_same_answers(matcher.identify([str(queries)], str(gallery), top_k=3))
+    assert os.path.exists(index_file)
+    # queries the index cannot settle are answered by the exhaustive search
+    monkeypatch.setattr(predict.gallery_index, "MAX_NEIGHBOURS", 1)
+    assert_same_answers(matcher.identify([str(queries)], str(gallery), top_k=3))
+
+    modified = os.stat(index_file).st_mtime_ns
+    newcomer = write_class_folders(tmp_path / "new", 1, per_class=1, seed=5)
+    os.rename(newcomer / "person1", gallery / "newcomer")
+    [result] = matcher.identify([str(gallery / "newcomer" / "1.png")], str(gallery))
+    assert result["match"] == "newcomer"
+    assert os.stat(index_file).st_mtime_ns != modified  # rebuilt with the newcomer
+
+
+def test_identify_a_folder_of_queries_to_csv_and_keep_an_existing_csv(run_dir,
+                                                                      tmp_path, capsys):
+    gallery = write_class_folders(tmp_path / "gallery", 12, per_class=3, seed=4)
+    queries = tmp_path / "queries"
+    write_class_folders(queries / "batch10", 2, per_class=1, seed=9)
+    write_class_folders(queries / "batch2", 12, per_class=1, seed=9)
+    (queries / "batch2" / "notes.txt").write_text("not an image")
+    csv_file = tmp_path / "identified.csv"
+    with pytest.warns(UserWarning, match="skipping 1 file.* not images .*notes.txt"):
+        assert predict.main(["identify", run_dir, str(queries), f"--gallery={gallery}",
+                             "--top_k=2", f"--csv={csv_file}"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {csv_file}: 14 queries" in printed and "person" not in printed
+    with open(csv_file, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["query", "match", "distance", "similarity", "top1",
+                       "top1_distance", "top2", "top2_distance"]
+    expected = ([f"batch2/person{k}" for k in range(1, 13)]
+                + [f"batch10/person{k}" for k in (1, 2)])  # natural order: 2 before 10
+    assert [os.path.relpath(row[0], queries).replace(os.sep, "/").rsplit("/", 1)[0]
+            for row in rows[1:]] == expected
+    for row in rows[1:]:
+        person = os.path.basename(os.path.dirname(row[0]))
+        assert row[4] == person and float(row[2]) == float(row[5])
+        assert row[1] in (person, "unknown") and 0 < float(row[3]) <= 1
+
+    before = csv_file.read_bytes()
+    message = _cli_error(capsys, ["identify", run_dir, str(queries),
+                                  f"--gallery={gallery}", f"--csv={csv_file}"])
+    assert message == (f"--csv={csv_file} already exists: pass another file name, or "
+                       f"--overwrite to replace it")
+    assert csv_file.read_bytes() == before
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert predict.main(["identify", run_dir, str(queries / "batch10"),
+                             f"--gallery={gallery}", f"--csv={csv_file}", "--top_k=3",
+                             "--overwrite"]) == 0
+    with open(csv_file, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert len(rows) == 3 and rows[0][-2:] == ["top3", "top3_distance"]
+    assert _cli_error(capsys, ["identify", run_dir, str(queries), f"--gallery={gallery}",
+                               f"--csv={tmp_path / 'no' / 'x.csv'}"]).endswith(
+        "does not exist: create it, or pass a file in an existing folder")
 
 
 def _png_bytes():
@@ -423,7 +525,7 @@ def test_unusable_query_is_a_clear_cli_error_naming_it(digits_run_dir, tmp_path,
     elif kind == "not an image":
         query.write_text("hello")
     expected = {"missing": f"image {str(query)!r} does not exist",
-                "a folder": f"image {str(query)!r} is a folder, not an image file",
+                "a folder": f"query folder {str(query)!r} holds no image file",
                 "truncated": f"cannot read image {str(query)!r} (image file is "
                              f"truncated): replace or remove it",
                 "not an image": f"cannot read image {str(query)!r} (cannot identify "
@@ -431,6 +533,8 @@ def test_unusable_query_is_a_clear_cli_error_naming_it(digits_run_dir, tmp_path,
     message = _cli_error(capsys, ["identify", digits_run_dir, str(query),
                                   f"--gallery={images[1]}"])
     assert message.startswith(expected)
+    if kind == "a folder":  # verify takes no folder: it compares two images
+        expected = f"image {str(query)!r} is a folder, not an image file"
     message = _cli_error(capsys, ["verify", digits_run_dir, images[0], str(query)])
     assert message.startswith(expected)
 
