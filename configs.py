@@ -23,9 +23,9 @@ channels = 1  # 1 = greyscale, 3 = RGB
 max_images_per_class = 0  # 0 = all; Fruits-360 uses 10 images per class
 strict = False  # stop at an unreadable or non-image file instead of skipping it
 image_cache = True  # decode a folder's images once into cache_dir, where later runs and
-#                    evaluate.py read them; images larger than half the memory
-#                    available are read from there batch by batch. False = decode
-#                    into memory on every run (a folder that cannot fit is refused)
+#                    evaluate.py read them batch by batch (a folder larger than
+#                    memory trains too). False = decode into memory on every run
+#                    (a folder that cannot fit is refused)
 cache_dir = ""  # where image_cache keeps decoded images; "" = ~/.cache/siamese/images
 #                ($XDG_CACHE_HOME/siamese/images)
 

@@ -26,9 +26,6 @@ SYSTEM_FILES = ("thumbs.db", "desktop.ini")  # ignored silently, like hidden fil
 # What reading a broken image file raises (a forged header can claim a huge size).
 UNREADABLE = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
 GENUINE, IMPOSTOR = 1, 0
-# Cached images are read into memory when they take at most this share of the memory
-# available, else batches are read from the cache file (benchmarks/image_cache.py).
-IN_MEMORY_SHARE = 0.5
 
 
 @dataclass
@@ -264,7 +261,7 @@ def load_folder(data_dir, image_size=None, downsample=1, channels=1,
 
     Images are decoded on every core. With `cache_dir`, into the image cache there
     (image_cache), read back by later loads of the unchanged folder; its images stay
-    on disk when they would take more than IN_MEMORY_SHARE of the memory available.
+    on disk, each batch read from its files.
     Without, into memory, and a folder whose images cannot fit is refused before
     decoding (memory_budget.NotEnoughMemory); so are images too large for a training
     step, `training_step` = (images per step, architecture), of that network.
@@ -333,22 +330,18 @@ def _none_readable(data_dir, needed):
 
 def _load_cached(cache_dir, data_dir, settings, paths, shape, decode, strict):
     """(images, rows kept, where they came from) through the image cache: its files
-    (image_cache.DiskImages) when they would take more than IN_MEMORY_SHARE of the
-    memory available, else an array read from them. The files skipped when it was
-    built are warned about (or with `strict` raised) again."""
+    (image_cache.DiskImages), read batch by batch; in memory they would take 3 to 5
+    times their bytes for the same speed (benchmarks/image_cache.py). The files
+    skipped when it was built are warned about (or with `strict` raised) again."""
     decoded = []
     images, kept, problems = image_cache.open_or_build(
         cache_dir, data_dir, settings, paths, shape,
         lambda sink: decoded.append(True) or decode(sink))
     for problem in problems if not decoded else ():  # warned about when decoded
         _skip(problem, strict)
-    origin = (f"{'decoded into' if decoded else 'read from'} the image cache "
-              f"{os.path.dirname(images.folder)}")
-    if images.nbytes <= IN_MEMORY_SHARE * (memory_budget.available_bytes() or 0):
-        return images[:], kept, origin
-    return images, kept, (f"{origin}; {images.nbytes / 1e9:.1f} GB, over "
-                          f"{IN_MEMORY_SHARE:.0%} of the memory available, so each "
-                          f"batch is read from there")
+    verb = "decoded into" if decoded else "read from"
+    return images, kept, (f"{verb} the image cache {os.path.dirname(images.folder)}, "
+                          f"each batch read from there")
 
 
 def _from_arrays(images, labels, downsample=1):

@@ -3,6 +3,7 @@ exhaustive vectorised search, and the faiss index of gallery_index.py.
 
     python benchmarks/identify.py [--quick] [--sizes=1000,10000,100000,1000000]
                                   [--dims=128] [--queries=1000]
+                                  [--ef_sweep=64,128,256,512]
                                   [--out=benchmarks/identify.json]
 
 Embeddings are generated, not learned: a gallery of N images has N/10 classes whose
@@ -17,7 +18,9 @@ image of a random class. Rows, per gallery size:
   - exact: predict.nearest_classes: the matrix product |q|^2 + |g|^2 - 2 q.g in
     chunks, then one grouped minimum per class.
   - index: gallery_index.build (its build time), then gallery_index.nearest_classes,
-    with the queries it cannot settle searched exhaustively, as predict.py does.
+    with the queries it cannot settle searched exhaustively, as predict.py does; then
+    again for each --ef_sweep value of efSearch (the candidates a search keeps), the
+    trade of speed for recall that chose gallery_index.EF_SEARCH.
 Each (method, size) cell runs in a Python process of its own that loads the gallery
 from a .npy file; its peak memory is that process's VmHWM (peak resident set size,
 /proc/self/status), gallery and Python included. Answers: the share of queries whose
@@ -138,7 +141,30 @@ def run_in_this_process(cell):
         exact_images = np.load(os.path.join(folder, "exact_images.npy"))
         result["recall_image"] = float(np.mean(nearest[:, 0] == exact_images))
         result["recall_class"] = float(np.mean(classes[:, 0] == exact[:, 0]))
+        result["sweep"] = [ef_row(ef, index, queries, labels, exact, exact_images)
+                           for ef in cell.get("ef_sweep", [])]
     return result
+
+
+def ef_row(ef, index, queries, labels, exact, exact_images):
+    """The index searched as predict.py does with EF_SEARCH = ef: speed, answers and
+    recall@1 (the queries it does not settle counted as misses, not searched)."""
+    import gallery_index
+    kept, gallery_index.EF_SEARCH = gallery_index.EF_SEARCH, ef
+    try:
+        started = time.perf_counter()
+        _, classes, settled = gallery_index.nearest_classes(index, queries, labels,
+                                                            TOP_K)
+        seconds = time.perf_counter() - started
+    finally:
+        gallery_index.EF_SEARCH = kept
+    index.hnsw.efSearch = ef
+    _, nearest = index.search(np.ascontiguousarray(queries), 1)
+    return dict(ef_search=ef, queries_per_s=len(queries) / seconds,
+                settled=float(settled.mean()),
+                answers_equal=float(np.mean((classes == exact).all(axis=1) & settled)),
+                recall_image=float(np.mean(nearest[:, 0] == exact_images)),
+                recall_class=float(np.mean((classes[:, 0] == exact[:, 0]) & settled)))
 
 
 def run_cell(cell):
@@ -191,8 +217,14 @@ def benchmark_size(size, args, scratch):
             n_queries = min(args.queries, max(3, args.loop_work // size))
         if method == "index" and size < args.index_min:
             continue
-        result = run_cell(dict(method=method, folder=folder, queries=n_queries))
+        result = run_cell(dict(method=method, folder=folder, queries=n_queries,
+                               ef_sweep=args.ef_sweep))
         print(table_row(size, method, result), flush=True)
+        for row in result.get("sweep", []):
+            print(f"{'':>16}efSearch {row['ef_search']:>4}: "
+                  f"{row['queries_per_s']:>9,.1f} queries/s, answers = exact "
+                  f"{row['answers_equal']:.4f}, recall@1 image {row['recall_image']:.4f}"
+                  f", class {row['recall_class']:.4f}", flush=True)
         cells.append(dict(result, size=size, method=method))
     by_method = {c["method"]: c for c in cells if "queries_per_s" in c}
     if "loop" in by_method and "exact" in by_method:
@@ -225,6 +257,10 @@ def parse_args(argv):
                         help="the loop runs on loop_work / size queries (3 or more)")
     parser.add_argument("--index_min", type=int, default=1000,
                         help="the smallest gallery the index is built for")
+    parser.add_argument("--ef_sweep", default=[64, 128, 256, 512],
+                        type=lambda text: [int(v) for v in text.split(",") if v],
+                        help="efSearch values the index is also searched with, after "
+                             "its EF_SEARCH (default 64,128,256,512)")
     parser.add_argument("--out", default="benchmarks/identify.json")
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # a worker process's task
     args = parser.parse_args(argv)

@@ -1,7 +1,8 @@
 """The on-disk image cache against images in memory: peak memory, start-up, speed.
 
     python benchmarks/image_cache.py [--quick] [--work=/tmp/siamese-image-cache]
-                                     [--limit_gb=2] [--data_dir=../shared/data]
+                                     [--limit_gb=2] [--steps=20] [--speed_steps=150]
+                                     [--only_speed] [--data_dir=../shared/data]
                                      [--out=benchmarks/image_cache.json]
 
 1. Peak RSS against dataset bytes. Generated class folders (20 JPEG photos of 256x256
@@ -9,7 +10,8 @@
    96x96 RGB = 27,648 bytes an image) of 1/8, 1/4, 1/2 and 1 times the largest,
    which is at least 1.5 x the memory limit. Each cell is a process of its own that
    loads the folder as train.py does, builds the folder preset's network and fits
-   --steps training steps; peak RSS is its getrusage ru_maxrss. Cells:
+   --steps training steps in P x K batches of 64 images; peak RSS is its getrusage
+   ru_maxrss. Cells:
    - memory: image_cache=False, every image decoded into memory;
    - cache: image_cache=True, batches read from the cache files (the images never in
      memory at once);
@@ -18,9 +20,10 @@
 2. Start-up, to the first training step, of the largest folder: image_cache=False
    (decodes every run), first start with the cache (decodes, writes the cache) and
    second start (reads it).
-3. Training speed, images per second over --steps steps after 3 warm-up steps, on
-   AT&T faces (att_faces_oneshot preset) and Omniglot's background set (omniglot
-   preset): images in memory, the cache read into memory, and batches from the cache.
+3. Training speed, images per second over --speed_steps steps after 3 warm-up steps,
+   on AT&T faces (att_faces_oneshot preset) and Omniglot's background set (omniglot
+   preset): images in memory, and batches from the cache (the run that builds it,
+   and a second run that reads it).
 
 Figures depend on the machine; compare them within one run. The cells run one after
 another, never two at once.
@@ -40,6 +43,7 @@ sys.path.insert(0, REPO)
 GB = 1e9
 IMAGE_SIZE = (96, 96)
 IMAGE_BYTES = IMAGE_SIZE[0] * IMAGE_SIZE[1] * 3
+BATCH = 64  # images per P x K batch of the generated folders
 PER_CLASS = 20
 
 
@@ -115,12 +119,10 @@ def cell(spec):
     import tf_setup  # noqa: F401
     import keras
 
-    import prepare_data
     import siamese_network_funcs
     import train
     from configurator import get_config
 
-    prepare_data.IN_MEMORY_SHARE = spec.get("in_memory_share", prepare_data.IN_MEMORY_SHARE)
     config = get_config(**spec["config"])
     keras.utils.set_random_seed(config["seed"])
     try:
@@ -171,7 +173,7 @@ def describe(result):
 
 def folder_config(data_dir, cache_dir, cached, steps_total):
     return dict(dataset="folder", data_dir=data_dir, image_size=list(IMAGE_SIZE),
-                image_cache=cached, cache_dir=cache_dir, epochs=1,
+                image_cache=cached, cache_dir=cache_dir, epochs=1, batch_size=BATCH,
                 total_sample_size=steps_total, augment=False)
 
 
@@ -190,7 +192,12 @@ def main(argv):
                         help="where the generated folders and the caches go")
     parser.add_argument("--limit_gb", type=float, default=2.0,
                         help="the memory cgroup limit of the limited cells")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=20,
+                        help="training steps timed in parts 1 and 2")
+    parser.add_argument("--speed_steps", type=int, default=150,
+                        help="training steps timed in part 3")
+    parser.add_argument("--only_speed", action="store_true",
+                        help="part 3 alone, its results replacing those in --out")
     parser.add_argument("--data_dir", default=os.path.join(REPO, "..", "shared", "data"))
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks",
                                                       "image_cache.json"))
@@ -200,6 +207,23 @@ def main(argv):
         print(json.dumps(cell(json.loads(args.cell))))
         return 0
 
+    caches = os.path.join(args.work, "caches")
+    shutil.rmtree(caches, ignore_errors=True)
+    if args.only_speed:
+        with open(args.out) as handle:
+            results = json.load(handle)
+    else:
+        results = dict(machine=cpu_model(), limit_gb=args.limit_gb)
+        memory_and_startup(args, results, caches)
+    speed(args, results, caches)
+    with open(args.out, "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def memory_and_startup(args, results, caches):
+    """Parts 1 and 2 into results, on generated folders."""
     limit = args.limit_gb * GB
     largest = int(0.02 * GB if args.quick else 1.5 * limit)
     n_classes = -(-largest // (IMAGE_BYTES * PER_CLASS))
@@ -212,20 +236,17 @@ def main(argv):
           f"{n_classes * PER_CLASS * IMAGE_BYTES / GB:.2f} GB decoded")
     started = time.time()
     folders = make_folders(args.work, n_classes, fractions)
-    print(f"generated in {time.time() - started:.0f} s; folder preset (compact "
-          f"network, triplet loss in P x K batches of 128 images), augment off, "
-          f"{steps} steps timed after 3")
-    caches = os.path.join(args.work, "caches")
-    shutil.rmtree(caches, ignore_errors=True)
-    results = dict(machine=cpu_model(), limit_gb=args.limit_gb, steps=steps,
-                   memory={}, cache={}, limited={}, startup={}, speed={})
+    print(f"ready in {time.time() - started:.0f} s; folder preset (compact network, "
+          f"triplet loss in P x K batches of {BATCH} images), augment off, {steps} "
+          f"steps timed after 3")
+    results.update(steps=steps, memory={}, cache={}, limited={}, startup={})
     config_steps = 4000  # pairs; an epoch is longer than the steps timed
 
     print("\n1. peak RSS against dataset bytes (no limit)")
     for fraction, folder in folders.items():
         for mode, cached in (("memory", False), ("cache", True)):
             spec = dict(config=folder_config(folder, caches, cached, config_steps),
-                        steps=steps, in_memory_share=0.0)
+                        steps=steps)
             result = results[mode][str(fraction)] = run_cell(spec)
             gb = fraction * n_classes * PER_CLASS * IMAGE_BYTES / GB
             print(f"  {gb:5.2f} GB {mode:6s} {describe(result)}")
@@ -238,16 +259,18 @@ def main(argv):
         if group is None:
             break
         spec = dict(config=folder_config(folders[1.0], caches, cached, config_steps),
-                    steps=steps, in_memory_share=0.0, cgroup=group)
+                    steps=steps, cgroup=group)
         result = results["limited"][mode] = run_cell(spec)
         print(f"  {mode:6s} {describe(result)}")
+    if group is not None:
+        os.rmdir(os.path.dirname(group))
 
     print("\n2. start-up to the first training step, the largest folder")
     shutil.rmtree(caches, ignore_errors=True)
     for name, cached in (("no cache", False), ("first start", True),
                          ("second start", True)):
         spec = dict(config=folder_config(folders[1.0], caches, cached, config_steps),
-                    steps=1, in_memory_share=0.0)
+                    steps=1)
         result = results["startup"][name] = run_cell(spec)
         print(f"  {name:13s} {describe(result)}")
     first, second = (results["startup"][name].get("first_step_s")
@@ -255,7 +278,13 @@ def main(argv):
     if first and second:
         print(f"  second start {first / second:.1f}x faster to the first step")
 
-    print("\n3. training speed, images per second")
+
+def speed(args, results, caches):
+    """Part 3 into results, on AT&T faces and Omniglot's background set."""
+    steps = 3 if args.quick else args.speed_steps
+    print(f"\n3. training speed, images per second over {steps} steps after 3, on "
+          f"{cpu_model()}, {os.cpu_count()} cores")
+    results.update(speed_machine=cpu_model(), speed_steps=steps, speed={})
     real = {"AT&T faces": dict(dataset="att_faces_oneshot",
                                data_dir=os.path.join(args.data_dir, "att_faces")),
             "Omniglot background": dict(dataset="omniglot", data_dir=os.path.join(
@@ -264,19 +293,13 @@ def main(argv):
         if not os.path.isdir(settings["data_dir"]):
             print(f"  {name}: not found at {settings['data_dir']}, skipped")
             continue
-        for mode, cached, share in (("memory", False, 0.0), ("cache, in memory", True,
-                                                             1.0),
-                                    ("cache, from disk", True, 0.0)):
+        # The first cache cell builds the cache, the second reads it as a rerun would.
+        for mode, cached in (("memory", False), ("cache, building", True),
+                             ("cache", True)):
             spec = dict(config=dict(settings, image_cache=cached, cache_dir=caches,
-                                    epochs=1), steps=steps, in_memory_share=share)
+                                    epochs=1), steps=steps)
             result = results["speed"].setdefault(name, {})[mode] = run_cell(spec)
-            print(f"  {name:19s} {mode:16s} {describe(result)}")
-    if group is not None:
-        os.rmdir(os.path.dirname(group))
-    with open(args.out, "w") as handle:
-        json.dump(results, handle, indent=2)
-    print(f"\nwritten: {args.out}")
-    return 0
+            print(f"  {name:19s} {mode:15s} {describe(result)}")
 
 
 if __name__ == "__main__":

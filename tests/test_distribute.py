@@ -130,8 +130,6 @@ SCRIPT = textwrap.dedent(f"""
     {TINY}
     # The t-SNE plot takes longer than the training here, and is not what is tested.
     plots.plot_embeddings = lambda *args, **kwargs: None
-    # "disk": the images stay in the image cache, each batch read from its files.
-    prepare_data.IN_MEMORY_SHARE = 0.0 if sys.argv[3] == "disk" else 1.0
     load_dataset = prepare_data.load_dataset
     stored = []
     prepare_data.load_dataset = lambda config: (
@@ -179,7 +177,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, recipe, image
                                                          digits_folder):
     settings = {**SETTINGS, **(digits_folder if images == "disk" else {}), **recipe}
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path),
-                           json.dumps(settings), images], cwd=REPO_ROOT,
+                           json.dumps(settings)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     line = [l for l in done.stdout.splitlines() if l.startswith("LOSSES")][0]

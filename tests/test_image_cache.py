@@ -165,20 +165,9 @@ def test_an_unwritable_cache_dir_is_one_line_naming_the_fixes(folder, tmp_path):
         load(folder, blocked / "cache")
 
 
-@pytest.mark.parametrize("available, on_disk", [(12 * 576 * 2, False),
-                                                 (12 * 576 * 2 - 1, True), (None, True)])
-def test_cached_images_stay_on_disk_above_a_share_of_the_memory_available(
-        folder, tmp_path, monkeypatch, available, on_disk):
-    monkeypatch.setattr(prepare_data, "IN_MEMORY_SHARE", 0.5)
-    monkeypatch.setattr(prepare_data.memory_budget, "available_bytes", lambda: available)
-    images = load(folder, tmp_path / "cache").images  # 12 images of 24 x 24 x 1
-    assert isinstance(images, image_cache.DiskImages) == on_disk
-
-
 @pytest.fixture
-def on_disk(folder, tmp_path, monkeypatch):
+def on_disk(folder, tmp_path):
     """(DiskImages, the same images as an array)."""
-    monkeypatch.setattr(prepare_data, "IN_MEMORY_SHARE", 0.0)
     cached = load(folder, tmp_path / "cache")
     assert isinstance(cached.images, image_cache.DiskImages)
     return cached.images, prepare_data.load_folder(str(folder)).images
