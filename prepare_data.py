@@ -330,8 +330,8 @@ def _none_readable(data_dir, needed):
 
 def _load_cached(cache_dir, data_dir, settings, paths, shape, decode, strict):
     """(images, rows kept, where they came from) through the image cache: its files
-    (image_cache.DiskImages), read batch by batch; in memory they would take 3 to 5
-    times their bytes for the same speed (benchmarks/image_cache.py). The files
+    (image_cache.DiskImages), read batch by batch; in memory, training's peak grows by
+    4 to 5 times their bytes, for no more speed (benchmarks/image_cache.py). The files
     skipped when it was built are warned about (or with `strict` raised) again."""
     decoded = []
     images, kept, problems = image_cache.open_or_build(

@@ -1,7 +1,7 @@
 """The on-disk image cache against images in memory: peak memory, start-up, speed.
 
     python benchmarks/image_cache.py [--quick] [--work=/tmp/siamese-image-cache]
-                                     [--limit_gb=2] [--steps=20] [--speed_steps=150]
+                                     [--limit_gb=2] [--steps=20] [--speed_steps=100]
                                      [--only_speed] [--data_dir=../shared/data]
                                      [--out=benchmarks/image_cache.json]
 
@@ -22,8 +22,9 @@
    second start (reads it).
 3. Training speed, images per second over --speed_steps steps after 3 warm-up steps,
    on AT&T faces (att_faces_oneshot preset) and Omniglot's background set (omniglot
-   preset): images in memory, and batches from the cache (the run that builds it,
-   and a second run that reads it).
+   preset): images in memory against batches read from the cache, in three rounds
+   one after the other (the machine's speed drifts between minutes; the medians and
+   the median of the rounds' ratios are reported), after a run that builds the cache.
 
 Figures depend on the machine; compare them within one run. The cells run one after
 another, never two at once.
@@ -40,10 +41,12 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from speed_memory import cpu_model  # noqa: E402
 GB = 1e9
 IMAGE_SIZE = (96, 96)
 IMAGE_BYTES = IMAGE_SIZE[0] * IMAGE_SIZE[1] * 3
 BATCH = 64  # images per P x K batch of the generated folders
+ROUNDS = 3  # of part 3
 PER_CLASS = 20
 
 
@@ -177,14 +180,6 @@ def folder_config(data_dir, cache_dir, cached, steps_total):
                 total_sample_size=steps_total, augment=False)
 
 
-def cpu_model():
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
@@ -194,7 +189,7 @@ def main(argv):
                         help="the memory cgroup limit of the limited cells")
     parser.add_argument("--steps", type=int, default=20,
                         help="training steps timed in parts 1 and 2")
-    parser.add_argument("--speed_steps", type=int, default=150,
+    parser.add_argument("--speed_steps", type=int, default=100,
                         help="training steps timed in part 3")
     parser.add_argument("--only_speed", action="store_true",
                         help="part 3 alone, its results replacing those in --out")
@@ -203,6 +198,9 @@ def main(argv):
                                                       "image_cache.json"))
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.only_speed and not os.path.isfile(args.out):
+        parser.error(f"--only_speed updates {args.out}, which is not there: run "
+                     f"without --only_speed first")
     if args.cell:
         print(json.dumps(cell(json.loads(args.cell))))
         return 0
@@ -280,11 +278,15 @@ def memory_and_startup(args, results, caches):
 
 
 def speed(args, results, caches):
-    """Part 3 into results, on AT&T faces and Omniglot's background set."""
+    """Part 3 into results, on AT&T faces and Omniglot's background set: the cache
+    built once, then ROUNDS rounds of memory and cache one after the other (the
+    machine's speed drifts between minutes), medians reported."""
     steps = 3 if args.quick else args.speed_steps
+    rounds = 1 if args.quick else ROUNDS
     print(f"\n3. training speed, images per second over {steps} steps after 3, on "
-          f"{cpu_model()}, {os.cpu_count()} cores")
-    results.update(speed_machine=cpu_model(), speed_steps=steps, speed={})
+          f"{cpu_model()}, {os.cpu_count()} cores; {rounds} rounds, medians")
+    results.update(speed_machine=cpu_model(), speed_steps=steps, speed_rounds=rounds,
+                   speed={})
     real = {"AT&T faces": dict(dataset="att_faces_oneshot",
                                data_dir=os.path.join(args.data_dir, "att_faces")),
             "Omniglot background": dict(dataset="omniglot", data_dir=os.path.join(
@@ -293,13 +295,27 @@ def speed(args, results, caches):
         if not os.path.isdir(settings["data_dir"]):
             print(f"  {name}: not found at {settings['data_dir']}, skipped")
             continue
-        # The first cache cell builds the cache, the second reads it as a rerun would.
-        for mode, cached in (("memory", False), ("cache, building", True),
-                             ("cache", True)):
-            spec = dict(config=dict(settings, image_cache=cached, cache_dir=caches,
-                                    epochs=1), steps=steps)
-            result = results["speed"].setdefault(name, {})[mode] = run_cell(spec)
-            print(f"  {name:19s} {mode:15s} {describe(result)}")
+        cells = results["speed"][name] = {"memory": [], "cache": []}
+        for round_ in range(-1, rounds):
+            for mode in ("memory", "cache") if round_ >= 0 else ("cache",):
+                spec = dict(config=dict(settings, image_cache=mode == "cache",
+                                        cache_dir=caches, epochs=1), steps=steps)
+                result = run_cell(spec)
+                label = "cache, building" if round_ < 0 else mode
+                if round_ < 0:
+                    cells["building"] = result
+                else:
+                    cells[mode].append(result)
+                print(f"  {name:19s} {label:15s} {describe(result)}", flush=True)
+        rates = {mode: [cell.get("images_per_s", float("nan")) for cell in cells[mode]]
+                 for mode in ("memory", "cache")}
+        ratios = np.array(rates["cache"]) / np.array(rates["memory"])
+        cells.update(median={mode: float(np.median(rates[mode])) for mode in rates},
+                     cache_over_memory=float(np.median(ratios)))
+        print(f"  {name:19s} median images/s: memory {cells['median']['memory']:.1f}, "
+              f"cache {cells['median']['cache']:.1f}; cache / memory "
+              f"{cells['cache_over_memory']:.2f}x (rounds {ratios.min():.2f}-"
+              f"{ratios.max():.2f})", flush=True)
 
 
 if __name__ == "__main__":
