@@ -1,9 +1,10 @@
 """Identifying against large galleries: the per-class loop predict.py once ran, its
 exhaustive vectorised search, and the faiss index of gallery_index.py.
 
-    python benchmarks/identify.py [--quick] [--sizes=1000,10000,100000,1000000]
+    python benchmarks/identify.py [--quick]
+                                  [--sizes=1000,10000,30000,100000,300000,1000000]
                                   [--dims=128] [--queries=1000]
-                                  [--ef_sweep=64,128,256,512]
+                                  [--ef_sweep=128,256,512,1024]
                                   [--out=benchmarks/identify.json]
 
 Embeddings are generated, not learned: a gallery of N images has N/10 classes whose
@@ -243,10 +244,10 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"small sizes for a smoke test: {QUICK}")
-    parser.add_argument("--sizes", default=[1000, 10000, 100000, 1000000],
+    parser.add_argument("--sizes", default=[1000, 10000, 30000, 100000, 300000, 1000000],
                         type=lambda text: [int(v) for v in text.split(",")],
-                        help="gallery sizes in images (default 1000,10000,100000,"
-                             "1000000)")
+                        help="gallery sizes in images (default 1000,10000,30000,"
+                             "100000,300000,1000000)")
     parser.add_argument("--dims", type=int, default=128,
                         help="embedding dimensions (default 128, the size most of "
                              "the backbones give)")
@@ -257,10 +258,10 @@ def parse_args(argv):
                         help="the loop runs on loop_work / size queries (3 or more)")
     parser.add_argument("--index_min", type=int, default=1000,
                         help="the smallest gallery the index is built for")
-    parser.add_argument("--ef_sweep", default=[64, 128, 256, 512],
+    parser.add_argument("--ef_sweep", default=[128, 256, 512, 1024],
                         type=lambda text: [int(v) for v in text.split(",") if v],
                         help="efSearch values the index is also searched with, after "
-                             "its EF_SEARCH (default 64,128,256,512)")
+                             "its EF_SEARCH (default 128,256,512,1024)")
     parser.add_argument("--out", default="benchmarks/identify.json")
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # a worker process's task
     args = parser.parse_args(argv)
