@@ -340,8 +340,7 @@ def _load_cached(cache_dir, data_dir, settings, paths, shape, decode, strict):
     for problem in problems if not decoded else ():  # warned about when decoded
         _skip(problem, strict)
     verb = "decoded into" if decoded else "read from"
-    return images, kept, (f"{verb} the image cache {os.path.dirname(images.folder)}, "
-                          f"each batch read from there")
+    return images, kept, f"{verb} the image cache {os.path.dirname(images.folder)}"
 
 
 def _from_arrays(images, labels, downsample=1):
