@@ -106,14 +106,14 @@ def _read(path, key, shape):
         return None
 
 
-def nearest_classes(index, queries, labels, top_k):
+def nearest_classes(index, queries, labels, top_k, ef_search=EF_SEARCH):
     """Each query's top_k classes by their nearest image, from the index: its nearest
     images are asked for, enough to hold top_k classes (more when they do not), and
     each class's distance is that of its nearest image among them. Returns (Q, k)
     distances, (Q, k) class indices (`labels` holds each gallery image's), nearest
     first, ties in class order, k = min(top_k, classes); and which queries were
     settled: the others (no top_k classes among MAX_NEIGHBOURS neighbours) are for
-    an exhaustive search."""
+    an exhaustive search. `ef_search`: the candidates a search keeps."""
     queries = np.ascontiguousarray(queries, np.float32)
     n = index.ntotal
     n_classes = int(labels.max()) + 1
@@ -125,7 +125,7 @@ def nearest_classes(index, queries, labels, top_k):
     k = min(n, MAX_NEIGHBOURS, 2 * top_k * -(-n // n_classes))
     pending = np.arange(len(queries))
     while len(pending):
-        index.hnsw.efSearch = max(EF_SEARCH, k)  # it keeps at least the k it returns
+        index.hnsw.efSearch = max(ef_search, k)  # it keeps at least the k it returns
         for start in progress.steps("searching the gallery index", len(pending), BATCH):
             rows = pending[start:start + BATCH]
             squared, found = index.search(queries[rows], k)

@@ -295,20 +295,21 @@ def speed(args, results, caches):
         if not os.path.isdir(settings["data_dir"]):
             print(f"  {name}: not found at {settings['data_dir']}, skipped")
             continue
-        cells = results["speed"][name] = {"memory": [], "cache": []}
-        for round_ in range(-1, rounds):
-            for mode in ("memory", "cache") if round_ >= 0 else ("cache",):
-                spec = dict(config=dict(settings, image_cache=mode == "cache",
-                                        cache_dir=caches, epochs=1), steps=steps)
-                result = run_cell(spec)
-                label = "cache, building" if round_ < 0 else mode
-                if round_ < 0:
-                    cells["building"] = result
-                else:
-                    cells[mode].append(result)
-                print(f"  {name:19s} {label:15s} {describe(result)}", flush=True)
-        rates = {mode: [cell.get("images_per_s", float("nan")) for cell in cells[mode]]
-                 for mode in ("memory", "cache")}
+
+        def timed(mode, label):
+            result = run_cell(dict(config=dict(settings, image_cache=mode == "cache",
+                                               cache_dir=caches, epochs=1),
+                                   steps=steps))
+            print(f"  {name:19s} {label:15s} {describe(result)}", flush=True)
+            return result
+
+        cells = results["speed"][name] = {"building": timed("cache", "cache, building"),
+                                          "memory": [], "cache": []}
+        for _ in range(rounds):
+            for mode in ("memory", "cache"):
+                cells[mode].append(timed(mode, mode))
+        rates = {mode: [result.get("images_per_s", float("nan"))
+                        for result in cells[mode]] for mode in ("memory", "cache")}
         ratios = np.array(rates["cache"]) / np.array(rates["memory"])
         cells.update(median={mode: float(np.median(rates[mode])) for mode in rates},
                      cache_over_memory=float(np.median(ratios)))
